@@ -1,0 +1,118 @@
+"""The API process of a service: ``create_app(definition, settings)`` builds everything in the lifespan
+(engine, clock, token verifier); the API never touches the broker, it writes rows and outbox rows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.routing import APIRoute
+from sqlalchemy import text
+
+from registry_common.auth import codec_from_settings
+from registry_common.clock import ProgrammeClock
+from registry_common.context import correlation_id_var, request_id_var
+from registry_common.db import make_engine
+from registry_common.errors import install_error_handlers
+from registry_common.faults import configure_faults
+from registry_common.logging import configure_logging
+from registry_common.messaging.outbox import Outbox, outbox_backlog
+from registry_common.provision import database_heads, script_heads
+from registry_common.routes import health_router, shared_router
+from registry_common.service import ServiceDefinition
+from registry_common.settings import RegistrySettings, load_settings
+
+
+def _operation_id(route: APIRoute) -> str:
+    return f"{route.tags[0] if route.tags else 'registry'}-{route.name}"
+
+
+def install_request_context(app: FastAPI) -> None:
+    """Request and correlation ids on every request, echoed on every response."""
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next: Any) -> Response:
+        request_id = request.headers.get("x-request-id") or str(uuid4())
+        correlation_id = request.headers.get("x-correlation-id") or request_id
+        request_id_var.set(request_id)
+        correlation_id_var.set(correlation_id)
+        clock = getattr(request.app.state, "clock", None)
+        if clock is not None:
+            await clock.refresh()
+        response: Response = await call_next(request)
+        response.headers["X-Request-ID"] = request_id
+        response.headers["X-Correlation-ID"] = correlation_id
+        return response
+
+
+async def database_readiness(app: FastAPI) -> tuple[bool, dict[str, Any]]:
+    checks: dict[str, Any] = {}
+    try:
+        async with app.state.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+            heads = await conn.run_sync(database_heads)
+            checks["database"] = "ok"
+            checks["migrations"] = "at_head" if heads == app.state.expected_heads else "behind"
+    except Exception as exc:  # readiness reports, it does not raise
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    return all(v in ("ok", "at_head") for v in checks.values()) and "migrations" in checks, checks
+
+
+def create_app(definition: ServiceDefinition, settings: RegistrySettings | None = None) -> FastAPI:
+    settings = settings or load_settings(definition.name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.app_database_url, pool_size=settings.api_pool_size,
+                             application_name=f"{settings.namespace}{definition.name}-api")
+        app.state.engine = engine
+        app.state.clock = ProgrammeClock(engine, settings.clock_refresh_seconds)
+        yield
+        await engine.dispose()
+
+    app = FastAPI(
+        title=f"Registro — {definition.name}",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.settings = settings
+    app.state.definition = definition
+    app.state.process_kind = "api"
+    app.state.started_at = datetime.now(UTC).isoformat()
+    app.state.outbox = Outbox(definition.name)
+    app.state.token_codec = codec_from_settings(settings)
+    app.state.expected_heads = script_heads(definition)
+
+    async def collect_metrics() -> None:
+        from registry_common.worker import update_outbox_gauges
+
+        async with app.state.engine.connect() as conn:
+            update_outbox_gauges(*await outbox_backlog(conn))
+
+    app.state.collect_metrics = collect_metrics
+    install_error_handlers(app)
+    install_request_context(app)
+    app.include_router(health_router(database_readiness))
+    app.include_router(shared_router(definition.name))
+    for router in definition.routers:
+        app.include_router(router)
+    return app
+
+
+def serve(definition: ServiceDefinition) -> None:
+    """Entry point of ``python -m <service>.api``."""
+    settings = load_settings(definition.name)
+    configure_faults(settings.faults, settings.fault_marker_dir)
+    configure_logging(service=definition.name, process="api", level=settings.log_level, json=settings.log_json)
+    app = create_app(definition, settings)
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, loop="uvloop", log_config=None,
+                access_log=False, timeout_graceful_shutdown=5)
+
+
+_ = time

@@ -1,0 +1,36 @@
+"""What a service tells the chassis about itself. The chassis builds the API and worker processes from it;
+the service brings only its tables, routes, message handlers, approval actions and periodic tasks."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+from sqlalchemy import MetaData
+
+if TYPE_CHECKING:
+    from registry_common.worker import WorkerContext
+    from registry_contracts import Message
+
+PeriodicTask = Callable[["WorkerContext"], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    metadata: MetaData | None = None  # the service's own tables (the chassis adds its own)
+    migrations_dir: Path | None = None  # the service's alembic revisions (depending on "chassis")
+    routers: Sequence[APIRouter] = ()
+    subscriptions: Mapping[type[Message], Callable[..., Awaitable[None]]] = field(default_factory=dict)
+    periodic_tasks: Sequence[tuple[str, float, PeriodicTask]] = ()  # (name, interval seconds, task)
+
+
+def load_definition(service: str) -> ServiceDefinition:
+    """Each service package exposes ``<service>.definition.DEFINITION``."""
+    module = importlib.import_module(f"{service}.definition")
+    definition: ServiceDefinition = module.DEFINITION
+    return definition

@@ -1,0 +1,1 @@
+"""The accounts service of the registry (see ../../README.md and ARCHITECTURE.md)."""

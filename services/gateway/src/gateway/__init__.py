@@ -1,0 +1,1 @@
+"""The gateway: the single public HTTP entry. It owns nothing durable and has no worker."""
