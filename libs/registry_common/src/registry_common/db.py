@@ -39,6 +39,6 @@ def is_connection_error(exc: BaseException) -> bool:
     cause = getattr(exc, "orig", None) or exc.__cause__ or exc
     return isinstance(
         cause,
-        (OSError, ConnectionError, asyncpg.PostgresConnectionStatusError, asyncpg.InterfaceError,
-         asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError),
+        (OSError, ConnectionError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+         asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.ConnectionDoesNotExistError),
     )

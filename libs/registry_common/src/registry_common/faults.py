@@ -2,9 +2,9 @@
 
 ``REGISTRY_FAULTS="after_commit_before_ack=exit"`` makes the process die (``os._exit``, no clean-up,
 as a SIGKILL would) the first time it reaches that point; ``=raise`` raises :class:`FaultInjected`.
-With ``REGISTRY_FAULT_MARKER_DIR`` set, each point fires once: a marker file records that it fired, so
-the restarted process carries on (the crash tests need exactly one crash). Refused in production by
-the settings. Known points:
+With ``REGISTRY_FAULT_MARKER_DIR`` set, a point fires only while it is armed: a test arms it by creating
+``<dir>/<point>.armed``, and firing renames that file to ``.fired`` (atomically), so exactly one crash
+happens and the restarted process carries on. Refused in production by the settings. Known points:
 
 - ``after_commit_before_ack``: a consumer committed a message's effect and has not acked it yet;
 - ``relay_after_publish_before_mark``: the relay published a batch and has not marked it sent.
@@ -42,11 +42,10 @@ def fault_point(point: str) -> None:
     if action is None:
         return
     if _marker_dir:
-        marker = _marker_dir[0] / f"{point}.fired"
-        if marker.exists():
+        try:
+            (_marker_dir[0] / f"{point}.armed").rename(_marker_dir[0] / f"{point}.fired")
+        except FileNotFoundError:
             return
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(str(os.getpid()))
     log.critical("fault point %s reached: %s", point, action)
     if action == "exit":
         sys.stderr.flush()

@@ -136,20 +136,23 @@ def initial_offset_us(settings: RegistrySettings) -> int:
     return int((start - datetime.now(UTC)).total_seconds() * 1_000_000)
 
 
-async def provision(services: list[str], **overrides: object) -> None:
-    """Roles, databases, migrations and the initial clock for ``services``; then the broker topology.
+async def provision_definitions(definitions: list[ServiceDefinition], **overrides: object) -> None:
+    """Roles, databases, migrations and the initial clock for each service; then the broker topology.
     One offset is computed for the whole run so every service starts on the same programme time."""
     from registry_common.messaging.topology import declare_all
 
     offset: int | None = None
-    for service in services:
-        settings = load_settings(service, **overrides)
-        definition = load_definition(service)
+    for definition in definitions:
+        settings = load_settings(definition.name, **overrides)
         await ensure_roles_and_database(settings)
         await migrate(settings, definition)
         offset = initial_offset_us(settings) if offset is None else offset
         await initialise_clock(settings, offset)
-    await declare_all(load_settings("gateway", **overrides), [load_definition(s) for s in services])
+    await declare_all(load_settings("gateway", **overrides), definitions)
+
+
+async def provision(services: list[str], **overrides: object) -> None:
+    await provision_definitions([load_definition(s) for s in services], **overrides)
 
 
 def main() -> None:

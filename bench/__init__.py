@@ -1,0 +1,1 @@
+"""Benchmarks for the registry: `python -m bench [names...]` (see bench/README.md)."""
