@@ -43,6 +43,7 @@ class SystemPlan:
     api_ports: dict[str, int] = field(default_factory=lambda: dict(API_PORTS))
     worker_ports: dict[str, int] = field(default_factory=lambda: dict(WORKER_PORTS))
     env: dict[str, str] = field(default_factory=dict)  # REGISTRY_* shared by every process
+    fault_dir: Path | None = None  # tests arm fault points per process under <fault_dir>/<process>/
 
     @property
     def log_dir(self) -> Path:
@@ -72,14 +73,27 @@ class SystemPlan:
 
     def processes(self) -> Iterator[Process]:
         for service in SERVICES:
-            yield Process(f"{service}-api", f"{service}.api",
-                          {**self.env, "REGISTRY_HTTP_PORT": str(self.api_ports[service])})
-            yield Process(f"{service}-worker", f"{service}.worker",
-                          {**self.env, "REGISTRY_WORKER_HTTP_PORT": str(self.worker_ports[service])})
+            yield self._process(f"{service}-api", f"{service}.api",
+                                REGISTRY_HTTP_PORT=str(self.api_ports[service]))
+            yield self._process(f"{service}-worker", f"{service}.worker",
+                                REGISTRY_WORKER_HTTP_PORT=str(self.worker_ports[service]))
         upstreams = {f"REGISTRY_GATEWAY_UPSTREAM_{s.upper()}": self.api_url(s) for s in SERVICES}
         workers = {f"REGISTRY_GATEWAY_WORKER_{s.upper()}": self.worker_url(s) for s in SERVICES}
-        yield Process("gateway", "gateway.api",
-                      {**self.env, **upstreams, **workers, "REGISTRY_HTTP_PORT": str(self.gateway_port)})
+        yield self._process("gateway", "gateway.api", **upstreams, **workers,
+                            REGISTRY_HTTP_PORT=str(self.gateway_port))
+
+    def _process(self, name: str, module: str, **env: str) -> Process:
+        if self.fault_dir is not None:
+            env["REGISTRY_FAULT_MARKER_DIR"] = str(self.fault_dir / name)
+        return Process(name, module, {**self.env, **env})
+
+    def arm_fault(self, process: str, point: str) -> Path:
+        """Make ``point`` fire once in ``process`` (which must run with that fault in REGISTRY_FAULTS)."""
+        assert self.fault_dir is not None, "this plan has no fault directory"
+        armed = self.fault_dir / process / f"{point}.armed"
+        armed.parent.mkdir(parents=True, exist_ok=True)
+        armed.touch()
+        return armed.with_suffix(".fired")
 
 
 def _env_line(env: dict[str, str]) -> str:

@@ -224,14 +224,19 @@ async def check_connection_limit(admin_url: str, needed: int = 200) -> None:
 
 async def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.05,
                    what: str = "condition") -> Any:
-    """Wait (bounded) until ``predicate()`` (sync or async) returns something truthy; return it."""
+    """Wait (bounded) until ``predicate()`` (sync or async) returns something truthy; return it.
+    An exception counts as "not yet" (a process restarting refuses connections) and is reported."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        last = predicate()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
+        try:
+            last = predicate()
+            if asyncio.iscoroutine(last):
+                last = await last
+        except Exception as exc:
+            last = exc
+        else:
+            if last:
+                return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
