@@ -119,6 +119,8 @@ def write_config(plan: SystemPlan) -> Path:
             f"command={sys.executable} -m {process.module}\n"
             f"directory={REPO_ROOT}\n"
             f"environment={_env_line(process.env)}\n"
+            # The gateway starts last and stops first, so no API waits on its keep-alive connections.
+            f"priority={900 if process.name == 'gateway' else 500}\n"
             "autostart=true\nautorestart=true\nstartsecs=1\nstartretries=1000\n"
             "stopsignal=TERM\nstopwaitsecs=10\nstopasgroup=true\nkillasgroup=true\n"
             f"stdout_logfile={plan.log_dir / process.name}.log\nredirect_stderr=true\n"
