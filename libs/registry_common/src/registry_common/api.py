@@ -23,10 +23,10 @@ from registry_common.errors import install_error_handlers
 from registry_common.faults import configure_faults
 from registry_common.logging import configure_logging
 from registry_common.messaging.outbox import Outbox, outbox_backlog
-from registry_common.provision import database_heads, script_heads
+from registry_common.provision import migration_checker
 from registry_common.routes import health_router, shared_router
 from registry_common.service import ServiceDefinition
-from registry_common.settings import RegistrySettings, load_settings
+from registry_common.settings import RegistrySettings
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -56,16 +56,16 @@ async def database_readiness(app: FastAPI) -> tuple[bool, dict[str, Any]]:
     try:
         async with app.state.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
-            heads = await conn.run_sync(database_heads)
+            at_head = await conn.run_sync(app.state.migrations_at_head)
             checks["database"] = "ok"
-            checks["migrations"] = "at_head" if heads == app.state.expected_heads else "behind"
+            checks["migrations"] = "at_head" if at_head else "behind"
     except Exception as exc:  # readiness reports, it does not raise
         checks["database"] = f"unreachable: {type(exc).__name__}"
     return all(v in ("ok", "at_head") for v in checks.values()) and "migrations" in checks, checks
 
 
 def create_app(definition: ServiceDefinition, settings: RegistrySettings | None = None) -> FastAPI:
-    settings = settings or load_settings(definition.name)
+    settings = settings or definition.load_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,7 +87,7 @@ def create_app(definition: ServiceDefinition, settings: RegistrySettings | None 
     app.state.started_at = datetime.now(UTC).isoformat()
     app.state.outbox = Outbox(definition.name)
     app.state.token_codec = codec_from_settings(settings)
-    app.state.expected_heads = script_heads(definition)
+    app.state.migrations_at_head = migration_checker(definition)
 
     async def collect_metrics() -> None:
         from registry_common.worker import update_outbox_gauges
@@ -107,7 +107,7 @@ def create_app(definition: ServiceDefinition, settings: RegistrySettings | None 
 
 def serve(definition: ServiceDefinition) -> None:
     """Entry point of ``python -m <service>.api``."""
-    settings = load_settings(definition.name)
+    settings = definition.load_settings()
     configure_faults(settings.faults, settings.fault_marker_dir)
     configure_logging(service=definition.name, process="api", level=settings.log_level, json=settings.log_json)
     app = create_app(definition, settings)

@@ -115,13 +115,15 @@ def negotiate_language(accept_language: str | None) -> str:
         return DEFAULT_LANGUAGE
     ranked: list[tuple[float, int, str]] = []
     for position, part in enumerate(accept_language.split(",")):
-        tag, _, rest = part.strip().partition(";")
+        tag, *parameters = part.strip().split(";")
         quality = 1.0
-        if rest.strip().startswith("q="):
-            try:
-                quality = float(rest.strip()[2:])
-            except ValueError:
-                quality = 0.0
+        for parameter in parameters:
+            name, _, value = parameter.strip().partition("=")
+            if name.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
         primary = tag.strip().lower().split("-")[0]
         if primary in LANGUAGES and quality > 0:
             ranked.append((-quality, position, primary))
@@ -166,6 +168,7 @@ _VALIDATION_MESSAGES = {
     "extra_forbidden": ("Campo no permitido.", "Unknown field."),
     "json_invalid": ("JSON mal formado.", "Malformed JSON."),
 }
+_INVALID_VALUE = ("Valor no válido: {detail}", "Invalid value: {detail}")
 
 
 def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -188,11 +191,11 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     for err in exc.errors():
         kind = str(err.get("type", "invalid"))
         malformed = malformed or kind == "json_invalid"
-        es, en = _VALIDATION_MESSAGES.get(kind, (None, None))
+        es, en = _VALIDATION_MESSAGES.get(kind, _INVALID_VALUE)
         errors.append({
-            "field": _field_name(err.get("loc", ())),
+            "field": "body" if kind == "json_invalid" else _field_name(err.get("loc", ())),
             "code": kind,
-            "message": (es if language == "es" else en) or str(err.get("msg", "")),
+            "message": (es if language == "es" else en).format(detail=err.get("msg", "")),
         })
     code = "request.malformed_json" if malformed else "request.invalid"
     response = problem_response(request, code, errors=errors)
@@ -203,7 +206,9 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "request.not_found", 405: "request.method_not_allowed", 401: "auth.required",
             403: "auth.forbidden", 409: "request.conflict"}.get(exc.status_code, "request.invalid")
-    return problem_response(request, code, status=exc.status_code, required="-")
+    response = problem_response(request, code, status=exc.status_code, required="-")
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:

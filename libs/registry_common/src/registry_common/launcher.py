@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -208,6 +209,20 @@ def ensure_keys(plan: SystemPlan) -> None:
         print(f"generated the token signing keys in {private.parent} (mode 0600)")
 
 
+def bootstrap_admin_password() -> tuple[str, str]:
+    """The first administrator's password: ``REGISTRY_BOOTSTRAP_ADMIN_PASSWORD``, or one generated once
+    into ``var/secrets/bootstrap_admin_password`` (mode 0600). Returns it and where it came from."""
+    if password := os.environ.get("REGISTRY_BOOTSTRAP_ADMIN_PASSWORD"):
+        return password, "REGISTRY_BOOTSTRAP_ADMIN_PASSWORD"
+    path = REPO_ROOT / "var" / "secrets" / "bootstrap_admin_password"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(18))
+    return path.read_text().strip(), str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "status"])
@@ -217,12 +232,17 @@ def main() -> None:
         from registry_common.provision import provision
 
         ensure_keys(plan)
-        asyncio.run(provision(list(SERVICES)))
+        password, source = bootstrap_admin_password()
+        asyncio.run(provision(list(SERVICES), bootstrap_admin_password=password))
         start(plan)
         asyncio.run(wait_ready(plan))
+        username = os.environ.get("REGISTRY_BOOTSTRAP_ADMIN_USERNAME", "admin")
         print(f"\nThe registry is running.\n  API and docs: {plan.gateway_url}/docs\n"
-              f"  Health:       {plan.gateway_url}/api/v1/health\n  Logs:         make logs ({plan.log_dir})\n"
-              "  Stop:         make down")
+              f"  Health:       {plan.gateway_url}/api/v1/health\n"
+              f"  Sign in:      user '{username}', password in {source}\n"
+              f"                curl -s {plan.gateway_url}/api/v1/auth/token -H 'Content-Type: application/json' "
+              f"-d '{{\"username\": \"{username}\", \"password\": \"'$(cat {source})'\"}}'\n"
+              f"  Logs:         make logs ({plan.log_dir})\n  Stop:         make down")
     elif args.command == "down":
         stop(plan)
         print("stopped")

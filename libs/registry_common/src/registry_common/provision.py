@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 from importlib import resources
 
 import asyncpg
@@ -23,11 +24,19 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry_common.db import asyncpg_dsn, make_engine
 from registry_common.migrations.helpers import APPEND_ONLY_TRIGGER
 from registry_common.service import ServiceDefinition, load_definition
-from registry_common.settings import SERVICES, RegistrySettings, load_settings
+from registry_common.settings import (
+    DEFAULT_ADMIN_URL,
+    SERVICES,
+    Environment,
+    RegistrySettings,
+    UnsafeConfiguration,
+    load_settings,
+)
 from registry_common.tables import chassis_metadata
 
 
@@ -74,12 +83,18 @@ def alembic_config(definition: ServiceDefinition) -> Config:
     return config
 
 
-def script_heads(definition: ServiceDefinition) -> set[str]:
-    return set(ScriptDirectory.from_config(alembic_config(definition)).get_heads())
+def migration_checker(definition: ServiceDefinition) -> Any:
+    """A function of a (sync) connection telling whether every revision of the service, chassis branch
+    included, is applied. Alembic stores only the heads, so the applied set is their ancestry."""
+    script = ScriptDirectory.from_config(alembic_config(definition))
+    every_revision = {r.revision for r in script.walk_revisions()}
 
+    def at_head(connection: Connection) -> bool:
+        heads = MigrationContext.configure(connection).get_current_heads()
+        applied = {r.revision for r in script.revision_map.iterate_revisions(heads, "base")} if heads else set()
+        return applied == every_revision
 
-def database_heads(connection: Connection) -> set[str]:
-    return set(MigrationContext.configure(connection).get_current_heads())
+    return at_head
 
 
 def _upgrade(connection: Connection, config: Config) -> None:
@@ -113,20 +128,27 @@ async def migrate(settings: RegistrySettings, definition: ServiceDefinition) -> 
         await engine.dispose()
 
 
-async def initialise_clock(settings: RegistrySettings, offset_us: int) -> None:
-    """Give a new database its first programme clock (version 1). Never moves an existing clock."""
+async def run_as_owner(settings: RegistrySettings, work: Any) -> None:
+    """Run ``work(conn, settings)`` in one transaction as the service's owner role."""
     engine = make_engine(settings.owner_database_url, pool_size=0, application_name="provision")
     try:
         async with engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "INSERT INTO programme_clock (id, offset_us, version) VALUES (1, :offset, 1) "
-                    "ON CONFLICT (id) DO NOTHING"
-                ),
-                {"offset": offset_us},
-            )
+            await work(conn, settings)
     finally:
         await engine.dispose()
+
+
+async def initialise_clock(settings: RegistrySettings, offset_us: int) -> None:
+    """Give a new database its first programme clock (version 1). Never moves an existing clock."""
+
+    async def insert_clock(conn: AsyncConnection, _settings: RegistrySettings) -> None:
+        await conn.execute(
+            text("INSERT INTO programme_clock (id, offset_us, version) VALUES (1, :offset, 1) "
+                 "ON CONFLICT (id) DO NOTHING"),
+            {"offset": offset_us},
+        )
+
+    await run_as_owner(settings, insert_clock)
 
 
 def initial_offset_us(settings: RegistrySettings) -> int:
@@ -143,11 +165,15 @@ async def provision_definitions(definitions: list[ServiceDefinition], **override
 
     offset: int | None = None
     for definition in definitions:
-        settings = load_settings(definition.name, **overrides)
+        settings = definition.load_settings(**overrides)
+        if settings.environment is Environment.PRODUCTION and settings.admin_database_url == DEFAULT_ADMIN_URL:
+            raise UnsafeConfiguration("REGISTRY_ADMIN_DATABASE_URL must be set to provision in production")
         await ensure_roles_and_database(settings)
         await migrate(settings, definition)
         offset = initial_offset_us(settings) if offset is None else offset
         await initialise_clock(settings, offset)
+        if definition.provision_hook is not None:
+            await run_as_owner(settings, definition.provision_hook)
     await declare_all(load_settings("gateway", **overrides), definitions)
 
 

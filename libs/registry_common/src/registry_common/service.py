@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from registry_common.settings import RegistrySettings
 
 if TYPE_CHECKING:
     from registry_common.worker import WorkerContext
@@ -27,6 +30,13 @@ class ServiceDefinition:
     routers: Sequence[APIRouter] = ()
     subscriptions: Mapping[type[Message], Callable[..., Awaitable[None]]] = field(default_factory=dict)
     periodic_tasks: Sequence[tuple[str, float, PeriodicTask]] = ()  # (name, interval seconds, task)
+    settings_class: type[RegistrySettings] = RegistrySettings  # a subclass adds the service's settings
+    # Run by provisioning after the migrations, as the owner, in one transaction (e.g. first users).
+    provision_hook: Callable[[AsyncConnection, Any], Awaitable[None]] | None = None
+
+    def load_settings(self, **overrides: Any) -> RegistrySettings:
+        """This service's settings from the environment (never at import time)."""
+        return self.settings_class(service=self.name, **overrides)
 
 
 def load_definition(service: str) -> ServiceDefinition:

@@ -19,6 +19,7 @@ SERVICES: tuple[str, ...] = ("accounts", "issuance", "transfers", "compliance", 
 """The six domain services. Each owns one database; the gateway owns none."""
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 class Environment(StrEnum):
@@ -45,7 +46,7 @@ class RegistrySettings(BaseSettings):
     database_prefix: str = Field(default="registry_", description="databases are <prefix><service>")
     database_host: str = "127.0.0.1"
     database_port: int = 5432
-    admin_database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    admin_database_url: str = DEFAULT_ADMIN_URL
     api_pool_size: int = 5
     worker_pool_size: int = 10
 
@@ -102,8 +103,6 @@ class RegistrySettings(BaseSettings):
             problems.append("REGISTRY_AMQP_URL must not use the guest account in production")
         if self.jwt_public_key_file is None:
             problems.append("REGISTRY_JWT_PUBLIC_KEY_FILE must be set in production")
-        if "postgres@" in self.admin_database_url and self.database_url is None:
-            problems.append("REGISTRY_ADMIN_DATABASE_URL must be set in production")
         if problems:
             raise UnsafeConfiguration("; ".join(problems))
         return self
@@ -145,5 +144,5 @@ class RegistrySettings(BaseSettings):
 
 
 def load_settings(service: str, **overrides: object) -> RegistrySettings:
-    """Build settings for one service's process. Never called at import time."""
+    """Chassis settings for a process without a service definition (the gateway, tools)."""
     return RegistrySettings(service=service, **overrides)  # type: ignore[arg-type]

@@ -32,10 +32,10 @@ from registry_common.logging import configure_logging
 from registry_common.messaging.consumer import ConsumerRunner, all_subscriptions
 from registry_common.messaging.outbox import Outbox, OutboxRelay, Publisher, outbox_backlog
 from registry_common.messaging.topology import declare_service_queue
-from registry_common.provision import script_heads
+from registry_common.provision import migration_checker
 from registry_common.routes import health_router
 from registry_common.service import ServiceDefinition
-from registry_common.settings import RegistrySettings, load_settings
+from registry_common.settings import RegistrySettings
 from registry_common.tables import consumer_retries, dead_letters
 
 log = logging.getLogger("registry.worker")
@@ -151,7 +151,7 @@ class Worker:
         app.state.clock = self.clock
         app.state.process_kind = "worker"
         app.state.started_at = datetime.now(UTC).isoformat()
-        app.state.expected_heads = script_heads(self.definition)
+        app.state.migrations_at_head = migration_checker(self.definition)
         app.state.token_codec = codec_from_settings(self.settings)
         app.state.collect_metrics = self.collect_metrics
         install_error_handlers(app)
@@ -192,7 +192,7 @@ def main(definition: ServiceDefinition) -> None:
     """Entry point of ``python -m <service>.worker``."""
     import uvloop
 
-    settings = load_settings(definition.name)
+    settings = definition.load_settings()
     configure_faults(settings.faults, settings.fault_marker_dir)
     configure_logging(service=definition.name, process="worker", level=settings.log_level,
                       json=settings.log_json)

@@ -108,7 +108,8 @@ def test_self_approval_is_refused() -> None:
 
 
 def test_self_approval_is_refused_even_under_another_username() -> None:
-    same_user = Principal(user_id=REQUESTER.user_id, username="other-name", roles=frozenset({"administrator"}))
+    same_user = Principal(user_id=REQUESTER.user_id, username="other-name",
+                          roles=frozenset({"administrator"}))
     error = refused_code(pending(), same_user, payload_hash(PAYLOAD), NOW, approving=True)
     assert error.code == "approval.self_approval"
 
@@ -161,8 +162,8 @@ def test_only_a_pending_request_can_be_decided(state: str) -> None:
 
 
 def test_not_pending_is_reported_before_expiry() -> None:
-    error = refused_code(pending(state="approved"), APPROVER, payload_hash(PAYLOAD), EXPIRES + timedelta(days=1),
-                         approving=True)
+    error = refused_code(pending(state="approved"), APPROVER, payload_hash(PAYLOAD),
+                         EXPIRES + timedelta(days=1), approving=True)
     assert error.code == "approval.not_pending"
 
 
@@ -190,7 +191,8 @@ def test_effective_state_of_a_live_pending_request() -> None:
 
 def test_effective_state_of_an_expired_pending_request() -> None:
     assert effective_state({"state": "pending", "expires_at": EXPIRES}, EXPIRES) == "expired"
-    assert effective_state({"state": "pending", "expires_at": EXPIRES}, EXPIRES + timedelta(days=1)) == "expired"
+    later = EXPIRES + timedelta(days=1)
+    assert effective_state({"state": "pending", "expires_at": EXPIRES}, later) == "expired"
 
 
 @pytest.mark.parametrize("state", ["approved", "rejected"])

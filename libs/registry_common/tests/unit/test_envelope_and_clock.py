@@ -211,3 +211,7 @@ def test_clock_move_accepts_either_form() -> None:
     move = ClockMove.model_validate({"programme_now": "2030-01-01T00:00:00Z", "reason": "demo"})
     assert move.programme_now == datetime(2030, 1, 1, tzinfo=UTC)
     assert move.reason == "demo"
+
+
+def test_advance_by_a_decimal_number_of_seconds_is_exact() -> None:
+    assert next_offset_us(0, ClockMove(advance_seconds=1.001), REAL_NOW) == 1_001_000

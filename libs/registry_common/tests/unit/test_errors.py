@@ -332,3 +332,8 @@ async def test_unexpected_exception_is_500_without_leaking(
     # ... but it is logged for the operators.
     logged = [r for r in caplog.records if r.name == "registry.errors" and r.exc_info]
     assert logged and str(logged[0].exc_info[1]) == SECRET
+
+
+async def test_method_not_allowed_keeps_the_allow_header(client: httpx.AsyncClient) -> None:
+    response = await client.delete("/items")
+    assert response.headers.get("allow") == "POST"

@@ -43,9 +43,9 @@ class ClockMove(BaseModel):
 def next_offset_us(current_offset_us: int, move: ClockMove, real_now: datetime) -> int:
     """The offset after ``move``; the clock never goes back."""
     if move.advance_seconds is not None:
-        return current_offset_us + int(move.advance_seconds * 1_000_000)
+        return current_offset_us + round(move.advance_seconds * 1_000_000)
     assert move.programme_now is not None
-    target = int((move.programme_now - real_now).total_seconds() * 1_000_000)
+    target = round((move.programme_now - real_now).total_seconds() * 1_000_000)
     if target < current_offset_us:
         raise RegistryError("clock.backwards", field="programme_now")
     return target

@@ -74,7 +74,9 @@ class Outbox:
 
 
 class Publisher:
-    """Publishes envelopes on one confirming channel; an unroutable message is an error."""
+    """Publishes envelopes on one confirming channel. An unroutable command or direct send is an error
+    (``mandatory``): its owner's queue must exist. An event nobody subscribes to yet is not: events are
+    facts, and provisioning declares every consumer's queue before any process starts."""
 
     def __init__(self, connection: AbstractRobustConnection, namespace: str):
         self.connection = connection
@@ -102,7 +104,7 @@ class Publisher:
             app_id=body.producer,
             headers={"x-correlation-id": body.correlation_id},
         )
-        await self._exchanges[exchange].publish(message, routing_key=key, mandatory=True, timeout=10)
+        await self._exchanges[exchange].publish(message, routing_key=key, mandatory=exchange != EVENTS, timeout=10)
 
 
 class OutboxRelay:

@@ -190,9 +190,12 @@ def registry_env(
 
 def settings_from_env(env: dict[str, str], service: str, **overrides: Any) -> RegistrySettings:
     """Settings as a process started with ``env`` would read them (without touching os.environ)."""
+    from registry_common.service import load_definition
+
     values = {k.removeprefix("REGISTRY_").lower(): v for k, v in env.items() if k.startswith("REGISTRY_")}
     values.update(service=service, **overrides)
-    return RegistrySettings.model_validate(values)
+    settings_class = load_definition(service).settings_class if service in SERVICES else RegistrySettings
+    return settings_class.model_validate(values)
 
 
 @pytest.fixture(scope="session")
