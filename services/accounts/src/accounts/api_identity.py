@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
-from sqlalchemy import select
+from sqlalchemy import any_, literal, select
 
 from accounts import identity
 from accounts.domain.identity import SignInOutcome
@@ -134,7 +134,7 @@ async def list_users(
     if cursor is not None:
         query = query.where(users.c.username > cursor)
     if role is not None:
-        query = query.where(users.c.roles.any(role.value))
+        query = query.where(literal(role.value) == any_(users.c.roles))
     if active is not None:
         query = query.where(users.c.active.is_(active))
     rows = (await conn.execute(query)).all()

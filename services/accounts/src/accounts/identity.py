@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import any_, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accounts.domain.identity import LoginPolicy, SignInOutcome, password_problem
@@ -272,7 +272,7 @@ async def reactivate_user(conn: AsyncConnection, user_id: UUID, *, actor: str, r
 async def bootstrap_administrator(conn: AsyncConnection, settings: AccountsSettings) -> None:
     """The first administrator, from ``REGISTRY_BOOTSTRAP_ADMIN_PASSWORD``; only while none exists."""
     has_admin = (await conn.execute(
-        select(users.c.id).where(users.c.roles.any(Role.ADMINISTRATOR.value)).limit(1))).first()
+        select(users.c.id).where(literal(Role.ADMINISTRATOR.value) == any_(users.c.roles)).limit(1))).first()
     if has_admin is not None or not settings.bootstrap_admin_password:
         return
     await create_user(conn, actor="bootstrap", data={

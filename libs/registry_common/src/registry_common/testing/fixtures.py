@@ -185,6 +185,8 @@ def registry_env(
         "REGISTRY_CLOCK_CONTROL": "true",
         "REGISTRY_CLOCK_START": "2020-01-01T00:00:00-06:00",
         "REGISTRY_LOG_JSON": "true",
+        "REGISTRY_BOOTSTRAP_ADMIN_PASSWORD": f"first-{secrets.token_urlsafe(12)}",
+        "REGISTRY_LOGIN_SLOWDOWN_BASE_SECONDS": "0.01",
     }
 
 
