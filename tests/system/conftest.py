@@ -43,7 +43,8 @@ async def system(provisioned_services: dict[str, str], tmp_path_factory: pytest.
         gateway_port=ports[0],
         api_ports=dict(zip(SERVICES, ports[1:7], strict=True)),
         worker_ports=dict(zip(SERVICES, ports[7:13], strict=True)),
-        env={**provisioned_services, "REGISTRY_FAULTS": "after_commit_before_ack=exit"},
+        env={**provisioned_services, "REGISTRY_FAULTS": "after_commit_before_ack=exit",
+             "REGISTRY_LOGIN_LOCK_MINUTES": "0.05"},
         fault_dir=run_dir / "faults",
     )
     start(plan)
