@@ -23,6 +23,7 @@ from accounts.tables import refresh_tokens, users
 from registry_common.audit import record_audit
 from registry_common.auth import Role, TokenCodec
 from registry_common.errors import RegistryError, register_errors
+from registry_common.settings import Environment
 from registry_common.messaging.outbox import Outbox
 from registry_contracts.accounts import UserDeactivated, UserRegistered, UserUpdated
 
@@ -270,10 +271,25 @@ async def reactivate_user(conn: AsyncConnection, user_id: UUID, *, actor: str, r
 
 
 async def bootstrap_administrator(conn: AsyncConnection, settings: AccountsSettings) -> None:
-    """The first administrator, from ``REGISTRY_BOOTSTRAP_ADMIN_PASSWORD``; only while none exists."""
+    """The first administrator, from ``REGISTRY_BOOTSTRAP_ADMIN_PASSWORD``; only while none exists.
+
+    In the development profile (``make up``) the password given wins: a second checkout on the same
+    machine reuses the databases, and its newcomer must be able to sign in with the password it was
+    shown. Production never touches an existing user."""
+    if not settings.bootstrap_admin_password:
+        return
+    if settings.environment is Environment.DEVELOPMENT:
+        existing = (await conn.execute(select(users).where(
+            users.c.username == settings.bootstrap_admin_username.lower()))).first()
+        if existing is not None:
+            if not await password_matches(existing.password_hash, settings.bootstrap_admin_password):
+                await update_user(conn, existing.id, actor="bootstrap", reason="development bootstrap password",
+                                  changes={"password": settings.bootstrap_admin_password,
+                                           "roles": sorted({*existing.roles, Role.ADMINISTRATOR.value})})
+            return
     has_admin = (await conn.execute(
         select(users.c.id).where(literal(Role.ADMINISTRATOR.value) == any_(users.c.roles)).limit(1))).first()
-    if has_admin is not None or not settings.bootstrap_admin_password:
+    if has_admin is not None:
         return
     await create_user(conn, actor="bootstrap", data={
         "username": settings.bootstrap_admin_username, "display_name": "Administrador del registro",
