@@ -17,9 +17,10 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, create_model
+
 from gateway.app import create_app
 from gateway.upstreams import Upstream
-from pydantic import BaseModel, create_model
 from registry_common.auth import OVERSIGHT_ROLES, Principal, TokenCodec, generate_keypair, require_roles
 from registry_common.errors import install_error_handlers
 from registry_common.settings import SERVICES, RegistrySettings

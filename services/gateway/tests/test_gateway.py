@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from asgi_lifespan import LifespanManager
+
 from gateway.app import create_app
 from gateway.proxy import MAX_BODY_BYTES
 from gateway.routes_table import ROUTES, Route, RouteTable

@@ -173,7 +173,7 @@ def process_pid(plan: SystemPlan, name: str) -> int:
     return int(answer.stdout.strip())
 
 
-async def wait_ready(plan: SystemPlan, timeout: float = 120.0) -> dict:
+async def wait_ready(plan: SystemPlan, timeout: float = 120.0) -> dict:  # noqa: ASYNC109 (a bounded poll, its own deadline)
     """Wait until the gateway reports every process ready; raise with the last report on timeout."""
     deadline = time.monotonic() + timeout
     report: dict = {}

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 from datetime import UTC, datetime
-from typing import Any
 from importlib import resources
+from typing import Any
 
 import asyncpg
 from alembic import command

@@ -23,8 +23,8 @@ from accounts.tables import refresh_tokens, users
 from registry_common.audit import record_audit
 from registry_common.auth import Role, TokenCodec
 from registry_common.errors import RegistryError, register_errors
-from registry_common.settings import Environment
 from registry_common.messaging.outbox import Outbox
+from registry_common.settings import Environment
 from registry_contracts.accounts import UserDeactivated, UserRegistered, UserUpdated
 
 register_errors({

@@ -1,10 +1,10 @@
 """`python -m gateway.api`: the gateway process."""
 
 import uvicorn
-from registry_common.logging import configure_logging
-from registry_common.settings import load_settings
 
 from gateway.app import create_app
+from registry_common.logging import configure_logging
+from registry_common.settings import load_settings
 
 
 def main() -> None:

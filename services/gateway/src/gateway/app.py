@@ -19,10 +19,6 @@ from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
-from registry_common.api import install_request_context
-from registry_common.auth import codec_from_settings
-from registry_common.errors import RegistryError, install_error_handlers, problem_response
-from registry_common.settings import RegistrySettings, load_settings
 
 import gateway.errors  # noqa: F401  (registers the gateway's error codes)
 from gateway.merged import install_merged_views
@@ -31,6 +27,10 @@ from gateway.proxy import forward
 from gateway.routes_table import ROUTES, RouteTable
 from gateway.security import authenticate, authorize, on_registry_error
 from gateway.upstreams import Upstream, upstreams_from_environment
+from registry_common.api import install_request_context
+from registry_common.auth import codec_from_settings
+from registry_common.errors import RegistryError, install_error_handlers, problem_response
+from registry_common.settings import RegistrySettings, load_settings
 
 UPSTREAM_TIMEOUT = httpx.Timeout(10.0)
 # Idle upstream connections are dropped before uvicorn's own 5 s keep-alive closes them, so a request

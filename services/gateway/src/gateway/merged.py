@@ -17,12 +17,12 @@ import httpx
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from registry_common.auth import Principal
-from registry_common.errors import RegistryError
 
 from gateway.proxy import outgoing_headers, send
 from gateway.routes_table import OVERSIGHT
 from gateway.security import authorize, require_principal
+from registry_common.auth import Principal
+from registry_common.errors import RegistryError
 
 log = logging.getLogger("registry.gateway")
 _OLDEST = datetime.min.replace(tzinfo=UTC)

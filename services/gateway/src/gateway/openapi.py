@@ -18,10 +18,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
-from registry_common.errors import RegistryError
 
 from gateway.proxy import send
 from gateway.routes_table import RouteTable
+from registry_common.errors import RegistryError
 
 log = logging.getLogger("registry.gateway")
 

@@ -14,10 +14,10 @@ from urllib.parse import quote
 
 import httpx
 from fastapi import Request, Response
-from registry_common.context import correlation_id_var, request_id_var
-from registry_common.errors import RegistryError
 
 from gateway.security import IDENTITY_HEADER
+from registry_common.context import correlation_id_var, request_id_var
+from registry_common.errors import RegistryError
 
 log = logging.getLogger("registry.gateway")
 

@@ -11,6 +11,7 @@ import re
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+
 from registry_common.auth import Principal, TokenCodec, bearer_token
 from registry_common.context import actor_var
 from registry_common.errors import RegistryError, problem_response

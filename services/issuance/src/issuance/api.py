@@ -1,8 +1,7 @@
 """`python -m issuance.api`: the issuance API process."""
 
-from registry_common.api import serve
-
 from issuance.definition import DEFINITION
+from registry_common.api import serve
 
 if __name__ == "__main__":
     serve(DEFINITION)

@@ -1,8 +1,7 @@
 """`python -m notifications.api`: the notifications API process."""
 
-from registry_common.api import serve
-
 from notifications.definition import DEFINITION
+from registry_common.api import serve
 
 if __name__ == "__main__":
     serve(DEFINITION)

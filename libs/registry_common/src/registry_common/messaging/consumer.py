@@ -25,8 +25,8 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from registry_common.db import is_connection_error
 from registry_common.context import causation_id_var, correlation_id_var
+from registry_common.db import is_connection_error
 from registry_common.faults import fault_point
 from registry_common.messaging.envelope import Envelope
 from registry_common.messaging.outbox import Outbox

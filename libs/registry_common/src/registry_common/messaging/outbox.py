@@ -190,7 +190,7 @@ class OutboxRelay:
                 conn = await asyncpg.connect(self.dsn)
                 try:
                     lost = asyncio.Event()
-                    conn.add_termination_listener(lambda _c: lost.set())
+                    conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                     await conn.add_listener(NOTIFY_CHANNEL, lambda *_a: self._wake.set())
                     self._wake.set()  # catch up on anything committed while not listening
                     await lost.wait()

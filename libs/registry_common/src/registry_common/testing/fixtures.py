@@ -227,7 +227,7 @@ async def check_connection_limit(admin_url: str, needed: int = 200) -> None:
                     "Run `bash scripts/infra.sh` (sets max_connections = 300) and restart PostgreSQL.")
 
 
-async def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.05,
+async def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.05,  # noqa: ASYNC109
                    what: str = "condition") -> Any:
     """Wait (bounded) until ``predicate()`` (sync or async) returns something truthy; return it.
     An exception counts as "not yet" (a process restarting refuses connections) and is reported."""
