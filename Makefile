@@ -8,7 +8,7 @@ PACKAGES := libs/registry_common libs/registry_contracts $(addprefix services/,a
 export TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 
-.PHONY: venv up down logs status test test-unit bench infra clean
+.PHONY: venv up down logs status lint test test-unit bench infra clean
 
 $(VENV)/.installed: requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
@@ -35,7 +35,10 @@ status: venv
 logs:
 	tail -n 50 -F var/run/log/*.log
 
-test: venv
+lint: venv
+	$(PY) -m ruff check .
+
+test: venv lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
