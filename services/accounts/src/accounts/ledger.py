@@ -1,0 +1,481 @@
+"""The unit ledger's operations: issue, move, hold, settle, release. One implementation serves the broker
+commands and the HTTP face. Each runs on the caller's transaction and touches O(blocks), never O(units).
+
+Locking: the sending account's row is locked (FOR UPDATE) for the whole movement, which serialises
+movements out of one account and makes "no negative holding" a matter of reading its blocks; the
+receiving account's row is locked FOR SHARE, so it cannot be closed underneath. Serials are placed with
+an exclusion constraint behind them: a block in two places cannot be committed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import BigInteger, cast, delete, func, insert, literal, select, text, update
+from sqlalchemy.dialects.postgresql import INT8MULTIRANGE
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from accounts.domain.ledger import (
+    AccountKind,
+    Block,
+    MovementKind,
+    MovementRule,
+    Refusal,
+    Take,
+    UnitType,
+    check_receiver_state,
+    check_sender_state,
+    rule_for,
+    take_quantity,
+    take_range,
+)
+from accounts.tables import accounts, holds, journal, ledger_settings, unit_blocks
+from registry_common.errors import register_errors
+from registry_contracts.accounts import (
+    HoldReleased,
+    HoldSettled,
+    HoldUnits,
+    IssueUnits,
+    MovedBlock,
+    MoveUnits,
+    ReleaseHold,
+    SerialRange,
+    SettleHold,
+    UnitsHeld,
+    UnitsIssued,
+    UnitsMoved,
+)
+
+register_errors({
+    "ledger.invalid_quantity": (422, "La cantidad debe ser un entero positivo.",
+                                "The quantity must be a positive integer."),
+    "ledger.unknown_movement_kind": (422, "Tipo de movimiento desconocido: {kind}.", "Unknown movement kind: {kind}."),
+    "ledger.unit_type_not_allowed": (422, "El tipo de unidad {unit_type} no se permite en {kind}.",
+                                     "Unit type {unit_type} is not allowed in {kind}."),
+    "ledger.sender_kind_not_allowed": (422, "Una cuenta {account_kind} no puede enviar en {kind}.",
+                                       "A {account_kind} account cannot send in {kind}."),
+    "ledger.receiver_kind_not_allowed": (422, "Una cuenta {account_kind} no puede recibir en {kind}.",
+                                         "A {account_kind} account cannot receive in {kind}."),
+    "ledger.account_not_found": (404, "La cuenta {account_id} no existe.", "Account {account_id} does not exist."),
+    "ledger.sender_not_active": (409, "La cuenta {account_id} no puede enviar: está {state}.",
+                                 "Account {account_id} cannot send: it is {state}."),
+    "ledger.receiver_not_open": (409, "La cuenta {account_id} no puede recibir: está {state}.",
+                                 "Account {account_id} cannot receive: it is {state}."),
+    "ledger.same_account": (422, "Origen y destino son la misma cuenta.",
+                            "Source and destination are the same account."),
+    "ledger.not_same_installation": (422, "Origen y destino deben ser de la misma instalación.",
+                                     "Source and destination must belong to one installation."),
+    "ledger.insufficient_units": (409, "Unidades insuficientes: se pidieron {requested}, hay {available}.",
+                                  "Insufficient units: {requested} requested, {available} available."),
+    "ledger.invalid_serial_range": (422, "Rango de números de serie no válido.", "Invalid serial range."),
+    "ledger.serial_range_unavailable": (409, "La cuenta no tiene todas las unidades {start}–{end}.",
+                                        "The account does not hold every unit {start}–{end}."),
+    "ledger.invalid_serial": (422, "Número de serie no válido: {serial}.", "Invalid serial number: {serial}."),
+    "ledger.frozen": (423, "El registro está congelado: solo se permiten correcciones.",
+                      "The ledger is frozen: only corrections are allowed."),
+    "ledger.not_allowed_to_initiate": (403, "No puede iniciar movimientos de esta cuenta.",
+                                       "You may not initiate movements from this account."),
+    "ledger.duplicate_movement": (409, "Ese movimiento ya se registró.", "That movement was already recorded."),
+    "ledger.hold_not_found": (404, "La retención no existe.", "The hold does not exist."),
+    "ledger.hold_not_held": (409, "La retención ya está {state}.", "The hold is already {state}."),
+})
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who causes a movement, and when (programme time)."""
+
+    id: str
+    at: datetime
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Location:
+    account_id: str | None = None
+    hold_id: UUID | None = None
+
+    def where(self) -> Any:
+        if self.hold_id is not None:
+            return unit_blocks.c.hold_id == self.hold_id
+        return unit_blocks.c.account_id == self.account_id
+
+
+# Accounts -------------------------------------------------------------------------------------------
+async def ledger_is_frozen(conn: AsyncConnection) -> bool:
+    return bool((await conn.execute(select(ledger_settings.c.frozen).where(ledger_settings.c.id == 1))).scalar())
+
+
+async def lock_account(conn: AsyncConnection, account_id: str, *, field: str, share: bool = False) -> Any:
+    query = select(accounts.c.id, accounts.c.kind, accounts.c.state, accounts.c.installation_id).where(
+        accounts.c.id == account_id)
+    row = (await conn.execute(query.with_for_update(read=share))).first()
+    if row is None:
+        raise Refusal("ledger.account_not_found", field=field, account_id=account_id)
+    return row
+
+
+def installation_of(row: Any) -> str:
+    return row.installation_id or row.id
+
+
+def _check_frozen(rule: MovementRule, frozen: bool) -> None:
+    if frozen and not rule.allowed_when_frozen:
+        raise Refusal("ledger.frozen")
+
+
+# Blocks ---------------------------------------------------------------------------------------------
+async def candidate_blocks(conn: AsyncConnection, location: Location, unit_type: str, vintage: int | None,
+                           quantity: int) -> list[Block]:
+    """The blocks a quantity would be taken from: oldest vintage, lowest serial first, only as many as
+    needed (a running sum), so a movement reads O(blocks taken), whatever the account holds."""
+    size = unit_blocks.c.serial_end - unit_blocks.c.serial_start + 1
+    conditions = [location.where(), unit_blocks.c.unit_type == unit_type]
+    if vintage is not None:
+        conditions.append(unit_blocks.c.vintage == vintage)
+    ordered = select(
+        unit_blocks.c.id, unit_blocks.c.vintage, unit_blocks.c.origin, unit_blocks.c.serial_start,
+        unit_blocks.c.serial_end,
+        func.sum(size).over(order_by=(unit_blocks.c.vintage, unit_blocks.c.serial_start)).label("running"),
+        size.label("size"),
+    ).where(*conditions).subquery()
+    rows = (await conn.execute(
+        select(ordered).where(ordered.c.running - ordered.c.size < quantity)
+        .order_by(ordered.c.vintage, ordered.c.serial_start)
+    )).all()
+    return [Block(r.id, r.vintage, r.origin, r.serial_start, r.serial_end) for r in rows]
+
+
+async def blocks_covering(conn: AsyncConnection, location: Location, unit_type: str, start: int, end: int
+                          ) -> list[Block]:
+    rows = (await conn.execute(
+        select(unit_blocks).where(
+            location.where(), unit_blocks.c.unit_type == unit_type,
+            func.int8range(unit_blocks.c.serial_start, unit_blocks.c.serial_end, "[]").op("&&")(
+                func.int8range(start, end, "[]")),
+        ).order_by(unit_blocks.c.serial_start)
+    )).all()
+    return [Block(r.id, r.vintage, r.origin, r.serial_start, r.serial_end) for r in rows]
+
+
+async def place(conn: AsyncConnection, location: Location, unit_type: str, vintage: int, origin: str,
+                start: int, end: int) -> None:
+    """Put serials start..end at ``location``, merged with an adjacent block of the same kind there."""
+    same = [location.where(), unit_blocks.c.unit_type == unit_type, unit_blocks.c.vintage == vintage,
+            unit_blocks.c.origin == origin]
+    before = (await conn.execute(select(unit_blocks.c.id, unit_blocks.c.serial_start).where(
+        *same, unit_blocks.c.serial_end == start - 1))).first()
+    after = (await conn.execute(select(unit_blocks.c.id, unit_blocks.c.serial_end).where(
+        *same, unit_blocks.c.serial_start == end + 1))).first()
+    if before is not None and after is not None:
+        await conn.execute(delete(unit_blocks).where(unit_blocks.c.id == after.id))
+        await conn.execute(update(unit_blocks).where(unit_blocks.c.id == before.id).values(serial_end=after.serial_end))
+    elif before is not None:
+        await conn.execute(update(unit_blocks).where(unit_blocks.c.id == before.id).values(serial_end=end))
+    elif after is not None:
+        await conn.execute(update(unit_blocks).where(unit_blocks.c.id == after.id).values(serial_start=start))
+    else:
+        await conn.execute(insert(unit_blocks).values(
+            account_id=location.account_id, hold_id=location.hold_id, unit_type=unit_type, vintage=vintage,
+            origin=origin, serial_start=start, serial_end=end))
+
+
+async def move_takes(conn: AsyncConnection, takes: list[Take], unit_type: str, destination: Location,
+                     source: Location) -> None:
+    """Cut each take out of its block (the rest stays at the source) and place it at the destination."""
+    for take in takes:
+        block = take.block
+        if take.whole:
+            await conn.execute(delete(unit_blocks).where(unit_blocks.c.id == block.id))
+        elif take.start == block.start:
+            await conn.execute(update(unit_blocks).where(unit_blocks.c.id == block.id)
+                               .values(serial_start=take.end + 1))
+        elif take.end == block.end:
+            await conn.execute(update(unit_blocks).where(unit_blocks.c.id == block.id)
+                               .values(serial_end=take.start - 1))
+        else:  # from the middle: the block becomes its head, and its tail a new block
+            await conn.execute(update(unit_blocks).where(unit_blocks.c.id == block.id)
+                               .values(serial_end=take.start - 1))
+            await conn.execute(insert(unit_blocks).values(
+                account_id=source.account_id, hold_id=source.hold_id, unit_type=unit_type, vintage=block.vintage,
+                origin=block.origin, serial_start=take.end + 1, serial_end=block.end))
+        await place(conn, destination, unit_type, block.vintage, block.origin, take.start, take.end)
+
+
+def moved_blocks(unit_type: str, ranges: list[tuple[int, str, int, int]]) -> list[MovedBlock]:
+    """Group (vintage, origin, start, end) ranges into one MovedBlock per vintage and origin."""
+    grouped: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
+    for vintage, origin, start, end in ranges:
+        grouped[(vintage, origin)].append((start, end))
+    return [
+        MovedBlock(unit_type=unit_type, vintage=vintage, origin=origin,
+                   ranges=[SerialRange(start=s, end=e) for s, e in sorted(spans)],
+                   quantity=sum(e - s + 1 for s, e in spans))
+        for (vintage, origin), spans in sorted(grouped.items())
+    ]
+
+
+def _multirange(ranges: list[SerialRange]) -> Any:
+    literal_text = "{" + ",".join(f"[{r.start},{r.end}]" for r in ranges) + "}"
+    return cast(literal(literal_text), INT8MULTIRANGE)
+
+
+async def write_journal(conn: AsyncConnection, *, movement_id: UUID, kind: str, from_account: str | None,
+                        to_account: str | None, hold_id: UUID | None, blocks: list[MovedBlock], actor: Actor,
+                        reason: str | None) -> None:
+    """One journal row per vintage and origin moved."""
+    for block in blocks:
+        await conn.execute(insert(journal).values(
+            movement_id=movement_id, kind=kind, from_account_id=from_account, to_account_id=to_account,
+            hold_id=hold_id, unit_type=block.unit_type, vintage=block.vintage, origin=block.origin,
+            serials=_multirange(block.ranges), quantity=block.quantity, actor=actor.id, reason=reason,
+            correlation_id=actor.correlation_id, causation_id=actor.causation_id, at=actor.at))
+
+
+async def _already_recorded(conn: AsyncConnection, movement_id: UUID) -> bool:
+    return (await conn.execute(select(journal.c.id).where(journal.c.movement_id == movement_id).limit(1))).first() \
+        is not None
+
+
+def _takes_as_ranges(takes: list[Take]) -> list[tuple[int, str, int, int]]:
+    return [(t.block.vintage, t.block.origin, t.start, t.end) for t in takes]
+
+
+# Operations -----------------------------------------------------------------------------------------
+async def issue_units(conn: AsyncConnection, command: IssueUnits, actor: Actor) -> UnitsIssued:
+    """New serials, allocated from the one counter, into a cap, reserve or (offsets) holding account."""
+    rule = rule_for(command.kind)
+    if rule.kind not in (MovementKind.ISSUANCE, MovementKind.OFFSET_ISSUANCE):
+        raise Refusal("ledger.unknown_movement_kind", field="kind", kind=command.kind)
+    settings_row = (await conn.execute(select(ledger_settings).where(ledger_settings.c.id == 1)
+                                       .with_for_update())).one()  # issuance is rare: one counter is fine
+    _check_frozen(rule, settings_row.frozen)
+    receiver = await lock_account(conn, command.to_account_id, field="to_account_id", share=True)
+    check_receiver_state(receiver.id, receiver.state)
+    rule.check(from_kind=None, to_kind=AccountKind(receiver.kind), unit_type=UnitType(command.unit_type))
+    if await _already_recorded(conn, command.request_id):
+        raise Refusal("ledger.duplicate_movement", field="request_id")
+    start = settings_row.next_serial
+    end = start + command.quantity - 1
+    await conn.execute(update(ledger_settings).where(ledger_settings.c.id == 1).values(next_serial=end + 1))
+    await place(conn, Location(account_id=receiver.id), command.unit_type, command.vintage, command.origin, start, end)
+    blocks = moved_blocks(command.unit_type, [(command.vintage, command.origin, start, end)])
+    await write_journal(conn, movement_id=command.request_id, kind=rule.kind, from_account=None,
+                        to_account=receiver.id, hold_id=None, blocks=blocks, actor=actor, reason=command.reason)
+    return UnitsIssued(request_id=command.request_id, to_account_id=receiver.id, unit_type=command.unit_type,
+                       vintage=command.vintage, origin=command.origin, serial_range=SerialRange(start=start, end=end),
+                       quantity=command.quantity, movement_kind=rule.kind)
+
+
+async def _take(conn: AsyncConnection, source: Location, unit_type: str, quantity: int, vintage: int | None,
+                serial_range: SerialRange | None) -> list[Take]:
+    if serial_range is not None:
+        takes = take_range(await blocks_covering(conn, source, unit_type, serial_range.start, serial_range.end),
+                           serial_range.start, serial_range.end)
+        if sum(t.quantity for t in takes) != quantity:
+            raise Refusal("ledger.invalid_serial_range", field="serial_range")
+        return takes
+    return take_quantity(await candidate_blocks(conn, source, unit_type, vintage, quantity), quantity)
+
+
+async def move_units(conn: AsyncConnection, command: MoveUnits, actor: Actor, *,
+                     frozen: bool | None = None) -> UnitsMoved:
+    rule = rule_for(command.kind)
+    if rule.from_kinds is None or rule.to_kinds is None:  # issuance and holds have their own commands
+        raise Refusal("ledger.unknown_movement_kind", field="kind", kind=command.kind)
+    _check_frozen(rule, await ledger_is_frozen(conn) if frozen is None else frozen)
+    if command.from_account_id == command.to_account_id:
+        raise Refusal("ledger.same_account", field="to_account_id")
+    sender = await lock_account(conn, command.from_account_id, field="from_account_id")
+    receiver = await lock_account(conn, command.to_account_id, field="to_account_id", share=True)
+    if rule.kind is not MovementKind.CORRECTION:
+        check_sender_state(sender.id, sender.state)
+        check_receiver_state(receiver.id, receiver.state)
+    rule.check(from_kind=AccountKind(sender.kind), to_kind=AccountKind(receiver.kind),
+               unit_type=UnitType(command.unit_type))
+    if rule.same_installation and installation_of(sender) != installation_of(receiver):
+        raise Refusal("ledger.not_same_installation", field="to_account_id")
+    if await _already_recorded(conn, command.movement_id):
+        raise Refusal("ledger.duplicate_movement", field="movement_id")
+    source = Location(account_id=sender.id)
+    takes = await _take(conn, source, command.unit_type, command.quantity, command.vintage, command.serial_range)
+    await move_takes(conn, takes, command.unit_type, Location(account_id=receiver.id), source)
+    blocks = moved_blocks(command.unit_type, _takes_as_ranges(takes))
+    await write_journal(conn, movement_id=command.movement_id, kind=rule.kind, from_account=sender.id,
+                        to_account=receiver.id, hold_id=None, blocks=blocks, actor=actor, reason=command.reason)
+    return UnitsMoved(movement_id=command.movement_id, movement_kind=rule.kind, from_account_id=sender.id,
+                      to_account_id=receiver.id, quantity=command.quantity, blocks=blocks)
+
+
+async def hold_units(conn: AsyncConnection, command: HoldUnits, actor: Actor) -> UnitsHeld | None:
+    """Move units from the sender into a new hold (escrow) of their own. None: this transfer already
+    has a hold (a repeated command), nothing changes."""
+    rule = rule_for(MovementKind.TRANSFER_HOLD)
+    existing = (await conn.execute(select(holds.c.id).where(holds.c.transfer_id == command.transfer_id))).first()
+    if existing is not None:
+        return None
+    _check_frozen(rule, await ledger_is_frozen(conn))
+    if command.sender_account_id == command.receiver_account_id:
+        raise Refusal("ledger.same_account", field="receiver_account_id")
+    sender = await lock_account(conn, command.sender_account_id, field="sender_account_id")
+    receiver = await lock_account(conn, command.receiver_account_id, field="receiver_account_id", share=True)
+    check_sender_state(sender.id, sender.state)
+    check_receiver_state(receiver.id, receiver.state)
+    rule.check(from_kind=AccountKind(sender.kind), to_kind=None, unit_type=UnitType(command.unit_type))
+    settle_rule = rule_for(MovementKind.TRANSFER_SETTLE)
+    settle_rule.check(from_kind=None, to_kind=AccountKind(receiver.kind), unit_type=UnitType(command.unit_type))
+    source = Location(account_id=sender.id)
+    takes = await _take(conn, source, command.unit_type, command.quantity, command.vintage, command.serial_range)
+    hold_id = uuid4()
+    await conn.execute(insert(holds).values(
+        id=hold_id, transfer_id=command.transfer_id, sender_account_id=sender.id, receiver_account_id=receiver.id,
+        unit_type=command.unit_type, vintage=command.vintage, quantity=command.quantity, state="held"))
+    await move_takes(conn, takes, command.unit_type, Location(hold_id=hold_id), source)
+    blocks = moved_blocks(command.unit_type, _takes_as_ranges(takes))
+    await write_journal(conn, movement_id=uuid4(), kind=rule.kind, from_account=sender.id, to_account=None,
+                        hold_id=hold_id, blocks=blocks, actor=actor, reason=None)
+    return UnitsHeld(transfer_id=command.transfer_id, hold_id=hold_id, sender_account_id=sender.id,
+                     receiver_account_id=receiver.id, quantity=command.quantity, blocks=blocks)
+
+
+async def _lock_hold(conn: AsyncConnection, transfer_id: UUID) -> Any:
+    row = (await conn.execute(select(holds).where(holds.c.transfer_id == transfer_id).with_for_update())).first()
+    if row is None:
+        raise Refusal("ledger.hold_not_found", field="transfer_id")
+    return row
+
+
+async def _empty_hold(conn: AsyncConnection, hold: Any, to_account: str, kind: MovementKind, actor: Actor,
+                      reason: str | None) -> list[MovedBlock]:
+    source = Location(hold_id=hold.id)
+    rows = (await conn.execute(select(unit_blocks).where(source.where()).order_by(unit_blocks.c.serial_start))).all()
+    takes = [Take(Block(r.id, r.vintage, r.origin, r.serial_start, r.serial_end), r.serial_start, r.serial_end)
+             for r in rows]
+    await move_takes(conn, takes, hold.unit_type, Location(account_id=to_account), source)
+    blocks = moved_blocks(hold.unit_type, _takes_as_ranges(takes))
+    await write_journal(conn, movement_id=uuid4(), kind=kind, from_account=hold.sender_account_id,
+                        to_account=to_account, hold_id=hold.id, blocks=blocks, actor=actor, reason=reason)
+    return blocks
+
+
+async def settle_hold(conn: AsyncConnection, command: SettleHold, actor: Actor) -> HoldSettled | None:
+    """Held units go to the receiver. Refused only while the ledger is frozen (or if the hold was
+    released); None when it was already settled."""
+    hold = await _lock_hold(conn, command.transfer_id)
+    if hold.state == "settled":
+        return None
+    if hold.state != "held":
+        raise Refusal("ledger.hold_not_held", state=hold.state)
+    _check_frozen(rule_for(MovementKind.TRANSFER_SETTLE), await ledger_is_frozen(conn))
+    await lock_account(conn, hold.receiver_account_id, field="receiver_account_id", share=True)
+    blocks = await _empty_hold(conn, hold, hold.receiver_account_id, MovementKind.TRANSFER_SETTLE, actor, None)
+    await conn.execute(update(holds).where(holds.c.id == hold.id).values(state="settled", closed_at=func.now()))
+    return HoldSettled(transfer_id=hold.transfer_id, hold_id=hold.id, sender_account_id=hold.sender_account_id,
+                       receiver_account_id=hold.receiver_account_id, quantity=hold.quantity, blocks=blocks)
+
+
+async def release_hold(conn: AsyncConnection, command: ReleaseHold, actor: Actor) -> HoldReleased | None:
+    """Held units go back to the sender. Never refused; None when there is nothing to release (no such
+    hold, or already released or settled)."""
+    row = (await conn.execute(select(holds).where(holds.c.transfer_id == command.transfer_id)
+                              .with_for_update())).first()
+    if row is None or row.state != "held":
+        return None
+    blocks = await _empty_hold(conn, row, row.sender_account_id, MovementKind.TRANSFER_RELEASE, actor,
+                               command.reason)
+    await conn.execute(update(holds).where(holds.c.id == row.id).values(state="released", closed_at=func.now()))
+    return HoldReleased(transfer_id=row.transfer_id, hold_id=row.id, sender_account_id=row.sender_account_id,
+                        receiver_account_id=row.receiver_account_id, quantity=row.quantity, reason=command.reason,
+                        blocks=blocks)
+
+
+# Reading --------------------------------------------------------------------------------------------
+async def holdings(conn: AsyncConnection, account_id: str) -> dict[str, Any]:
+    rows = (await conn.execute(
+        select(unit_blocks.c.unit_type, unit_blocks.c.vintage, unit_blocks.c.origin, unit_blocks.c.serial_start,
+               unit_blocks.c.serial_end)
+        .where(unit_blocks.c.account_id == account_id)
+        .order_by(unit_blocks.c.unit_type, unit_blocks.c.vintage, unit_blocks.c.serial_start)
+    )).all()
+    totals: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in rows:
+        entry = totals.setdefault((r.unit_type, r.vintage), {"unit_type": r.unit_type, "vintage": r.vintage,
+                                                             "quantity": 0, "blocks": []})
+        entry["quantity"] += r.serial_end - r.serial_start + 1
+        entry["blocks"].append({"start": r.serial_start, "end": r.serial_end, "origin": r.origin,
+                                "quantity": r.serial_end - r.serial_start + 1})
+    held = (await conn.execute(select(func.coalesce(func.sum(holds.c.quantity), 0)).where(
+        holds.c.sender_account_id == account_id, holds.c.state == "held"))).scalar_one()
+    return {"account_id": account_id, "total": sum(e["quantity"] for e in totals.values()),
+            "held_outgoing": int(held), "by_type_and_vintage": list(totals.values())}
+
+
+async def supply_audit(conn: AsyncConnection) -> dict[str, Any]:
+    """Recompute supply from blocks and from the journal: issued = held + in holds + cancelled for every
+    unit type and vintage, each account's blocks = its journal net, and every hold's escrow = its
+    quantity while held. Lists every discrepancy."""
+    issued = {(r.unit_type, r.vintage): int(r.q) for r in (await conn.execute(text(
+        "SELECT unit_type, vintage, sum(quantity) AS q FROM journal WHERE from_account_id IS NULL "
+        "AND hold_id IS NULL GROUP BY 1, 2"))).all()}
+    located = (await conn.execute(text(
+        "SELECT b.unit_type, b.vintage, "
+        "  sum(CASE WHEN b.hold_id IS NOT NULL THEN q END) AS in_holds, "
+        "  sum(CASE WHEN a.kind = 'cancellation' THEN q END) AS cancelled, "
+        "  sum(CASE WHEN b.account_id IS NOT NULL AND a.kind <> 'cancellation' THEN q END) AS held "
+        "FROM (SELECT *, serial_end - serial_start + 1 AS q FROM unit_blocks) b "
+        "LEFT JOIN accounts a ON a.id = b.account_id GROUP BY 1, 2"))).all()
+    where = {(r.unit_type, r.vintage): (int(r.held or 0), int(r.in_holds or 0), int(r.cancelled or 0))
+             for r in located}
+    supply, discrepancies = [], []
+    for key in sorted(set(issued) | set(where)):
+        held, in_holds, cancelled = where.get(key, (0, 0, 0))
+        line = {"unit_type": key[0], "vintage": key[1], "issued": issued.get(key, 0), "held": held,
+                "in_holds": in_holds, "cancelled": cancelled}
+        supply.append(line)
+        if line["issued"] != held + in_holds + cancelled:
+            discrepancies.append({"code": "ledger.supply_mismatch", **line})
+    accounts_net = (await conn.execute(text(
+        "WITH moves AS ("
+        "  SELECT to_account_id AS account_id, quantity FROM journal WHERE to_account_id IS NOT NULL "
+        "    AND kind <> 'transfer_hold' "
+        "  UNION ALL SELECT from_account_id, -quantity FROM journal WHERE from_account_id IS NOT NULL "
+        "    AND kind NOT IN ('transfer_settle', 'transfer_release')), "
+        "net AS (SELECT account_id, sum(quantity) AS q FROM moves GROUP BY 1), "
+        "blocks AS (SELECT account_id, sum(serial_end - serial_start + 1) AS q FROM unit_blocks "
+        "  WHERE account_id IS NOT NULL GROUP BY 1) "
+        "SELECT coalesce(n.account_id, b.account_id) AS account_id, coalesce(n.q, 0) AS journal_net, "
+        "  coalesce(b.q, 0) AS blocks FROM net n FULL JOIN blocks b ON b.account_id = n.account_id "
+        "WHERE coalesce(n.q, 0) <> coalesce(b.q, 0)"))).all()
+    discrepancies += [{"code": "ledger.account_mismatch", "account_id": r.account_id,
+                       "journal_net": int(r.journal_net), "blocks": int(r.blocks)} for r in accounts_net]
+    bad_holds = (await conn.execute(text(
+        "SELECT h.id, h.state, h.quantity, coalesce(sum(b.serial_end - b.serial_start + 1), 0) AS escrow "
+        "FROM holds h LEFT JOIN unit_blocks b ON b.hold_id = h.id GROUP BY h.id "
+        "HAVING coalesce(sum(b.serial_end - b.serial_start + 1), 0) <> "
+        "  CASE WHEN h.state = 'held' THEN h.quantity ELSE 0 END"))).all()
+    discrepancies += [{"code": "ledger.hold_mismatch", "hold_id": str(r.id), "state": r.state,
+                       "quantity": int(r.quantity), "escrow": int(r.escrow)} for r in bad_holds]
+    return {"ok": not discrepancies, "supply": supply, "discrepancies": discrepancies}
+
+
+async def unit_history(conn: AsyncConnection, serial: int) -> dict[str, Any]:
+    rows = (await conn.execute(
+        select(journal).where(journal.c.serials.op("@>")(literal(serial, BigInteger)))
+        .order_by(journal.c.id)
+    )).mappings().all()
+    block = (await conn.execute(select(unit_blocks).where(
+        func.int8range(unit_blocks.c.serial_start, unit_blocks.c.serial_end, "[]").op("@>")(
+            literal(serial, BigInteger))))).mappings().first()
+    return {
+        "serial": serial,
+        "location": None if block is None else {"account_id": block["account_id"],
+                                                "hold_id": block["hold_id"], "unit_type": block["unit_type"],
+                                                "vintage": block["vintage"], "origin": block["origin"]},
+        "history": [{k: v for k, v in r.items() if k != "serials"} for r in rows],
+    }
+

@@ -1,0 +1,174 @@
+"""The ledger's HTTP face on a real database, in-process: issuance, allocation, 200 concurrent holds
+against 100 units, settle and release, refusals that change nothing, idempotency, unit history, freeze."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import text
+
+from accounts.definition import DEFINITION
+from registry_common.api import create_app
+from registry_common.db import make_engine
+from registry_common.testing.fixtures import settings_from_env
+
+pytestmark = pytest.mark.integration
+
+
+class Ledger:
+    """A client of the ledger API with this test's accounts (unique ids, so the shared database is fine)."""
+
+    def __init__(self, client: httpx.AsyncClient, token_for: Callable[..., str], prefix: str):
+        self.client = client
+        self.authority = {"Authorization": f"Bearer {token_for('authority-1', 'authority')}"}
+        self.prefix = prefix
+
+    def account(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    async def post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None,
+                   key: str | None = None) -> httpx.Response:
+        return await self.client.post(path, json=body, headers={
+            **(headers or self.authority), "Idempotency-Key": key or str(uuid4()), "Accept-Language": "en"})
+
+    async def move(self, kind: str, to: str, quantity: Any, frm: str | None = None, **extra: Any) -> httpx.Response:
+        body = {"kind": kind, "to_account_id": to, "unit_type": "allowance", "quantity": quantity, **extra}
+        if frm is not None:
+            body["from_account_id"] = frm
+        return await self.post("/api/v1/ledger/movements", body)
+
+    async def hold(self, sender: str, receiver: str, quantity: Any, headers: dict[str, str] | None = None,
+                   **extra: Any) -> httpx.Response:
+        return await self.post("/api/v1/ledger/holds", {
+            "sender_account_id": sender, "receiver_account_id": receiver, "unit_type": "allowance",
+            "quantity": quantity, **extra}, headers)
+
+    async def total(self, account: str) -> int:
+        answer = await self.client.get(f"/api/v1/accounts/{account}/holdings", headers=self.authority)
+        return answer.json()["total"]
+
+    async def audit(self) -> dict[str, Any]:
+        return (await self.client.get("/api/v1/ledger/audit", headers=self.authority)).json()
+
+
+@pytest.fixture(scope="module")
+async def ledger_api(provisioned_services: dict[str, str], token_for) -> AsyncIterator[Ledger]:
+    settings = settings_from_env(provisioned_services, "accounts")
+    prefix = f"T{uuid4().hex[:6].upper()}"
+    owner = make_engine(settings.owner_database_url, pool_size=0, application_name="ledger-test-setup")
+    async with owner.begin() as conn:
+        for name, kind, state in [("CAP", "cap", "active"), ("A", "central", "active"), ("B", "central", "active"),
+                                  ("C", "trading", "active"), ("SUSP", "central", "suspended"),
+                                  ("CLOSED", "central", "closed"), ("CANCEL", "cancellation", "active")]:
+            await conn.execute(text("INSERT INTO accounts (id, kind, name, state) VALUES (:id, :kind, :id, :state)"),
+                               {"id": f"{prefix}-{name}", "kind": kind, "state": state})
+    await owner.dispose()
+    app = create_app(DEFINITION, settings)
+    async with LifespanManager(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                                       base_url="http://accounts") as client:
+        yield Ledger(client, token_for, prefix)
+
+
+async def test_issue_allocate_and_200_concurrent_holds_against_100_units(ledger_api: Ledger):
+    cap, a, b = ledger_api.account("CAP"), ledger_api.account("A"), ledger_api.account("B")
+    issued = await ledger_api.move("issuance", cap, 1000, vintage=2021)
+    assert issued.status_code == 201, issued.text
+    serials = issued.json()["serial_range"]
+    assert serials["end"] - serials["start"] + 1 == 1000
+    allocated = await ledger_api.move("allocation", a, 100, frm=cap)
+    assert allocated.status_code == 201, allocated.text
+
+    answers = await asyncio.gather(*(ledger_api.hold(a, b, 1) for _ in range(200)))
+    codes = sorted(r.status_code for r in answers)
+    assert codes.count(201) == 100 and codes.count(409) == 100, codes
+    assert {r.json()["code"] for r in answers if r.status_code == 409} == {"ledger.insufficient_units"}
+    assert await ledger_api.total(a) == 0
+    report = await ledger_api.audit()
+    assert report["ok"], report["discrepancies"]
+
+    held = [r.json()["transfer_id"] for r in answers if r.status_code == 201]
+    for transfer_id in held[:60]:
+        settled = await ledger_api.client.post(f"/api/v1/ledger/holds/{transfer_id}/settle",
+                                               headers=ledger_api.authority)
+        assert settled.json()["state"] == "settled"
+    for transfer_id in held[60:]:
+        released = await ledger_api.client.post(f"/api/v1/ledger/holds/{transfer_id}/release",
+                                                headers=ledger_api.authority)
+        assert released.json()["state"] == "released"
+    assert (await ledger_api.total(a), await ledger_api.total(b)) == (40, 60)
+    holdings = (await ledger_api.client.get(f"/api/v1/accounts/{b}/holdings", headers=ledger_api.authority)).json()
+    assert len(holdings["by_type_and_vintage"][0]["blocks"]) <= 60  # adjacent serials merge into blocks
+    assert (await ledger_api.audit())["ok"]
+
+    history = (await ledger_api.client.get(f"/api/v1/units/{serials['start']}", headers=ledger_api.authority)).json()
+    assert [h["kind"] for h in history["history"]][:2] == ["issuance", "allocation"]
+    assert history["readable"] == f"MX-DE-2021-{serials['start']:012d}"
+
+
+@pytest.mark.parametrize(("quantity", "field"), [(0, "quantity"), (-5, "quantity"), (1.5, "quantity"),
+                                                 ("10", "quantity")])
+async def test_bad_quantities_are_refused_naming_the_field(ledger_api: Ledger, quantity: Any, field: str):
+    answer = await ledger_api.hold(ledger_api.account("A"), ledger_api.account("B"), quantity)
+    assert answer.status_code == 422
+    assert field in [e["field"] for e in answer.json()["errors"]]
+
+
+async def test_refusals_leave_the_ledger_unchanged(ledger_api: Ledger, token_for):
+    a, b, cap = ledger_api.account("A"), ledger_api.account("B"), ledger_api.account("CAP")
+    await ledger_api.move("allocation", a, 10, frm=cap)
+    before = (await ledger_api.audit())["supply"], await ledger_api.total(a)
+    stranger = {"Authorization": f"Bearer {token_for(str(uuid4()), 'installation')}"}
+    cases = [
+        (await ledger_api.hold(a, "NO-SUCH-ACCOUNT", 1), 404, "ledger.account_not_found"),
+        (await ledger_api.hold(ledger_api.account("SUSP"), b, 1), 409, "ledger.sender_not_active"),
+        (await ledger_api.hold(a, ledger_api.account("CLOSED"), 1), 409, "ledger.receiver_not_open"),
+        (await ledger_api.hold(a, b, 1_000_000), 409, "ledger.insufficient_units"),
+        (await ledger_api.hold(a, b, 1, stranger), 403, "ledger.not_allowed_to_initiate"),
+        (await ledger_api.hold(a, ledger_api.account("CANCEL"), 1), 422, "ledger.receiver_kind_not_allowed"),
+        (await ledger_api.move("issuance", a, 5, vintage=2021), 422, "ledger.receiver_kind_not_allowed"),
+        (await ledger_api.post("/api/v1/ledger/movements", {"kind": "issuance", "to_account_id": cap,
+                                                            "unit_type": "offset", "quantity": 5, "vintage": 2021}),
+         422, "ledger.unit_type_not_allowed"),
+        (await ledger_api.move("surrender", b, 1, frm=a), 422, "ledger.receiver_kind_not_allowed"),
+    ]
+    for answer, status, code in cases:
+        assert (answer.status_code, answer.json()["code"]) == (status, code), answer.text
+    assert ((await ledger_api.audit())["supply"], await ledger_api.total(a)) == before
+
+
+async def test_idempotency_key_replays_and_refuses_a_different_body(ledger_api: Ledger):
+    a, b, cap = ledger_api.account("A"), ledger_api.account("B"), ledger_api.account("CAP")
+    await ledger_api.move("allocation", a, 3, frm=cap)
+    before = await ledger_api.total(a)
+    key = str(uuid4())
+    body = {"sender_account_id": a, "receiver_account_id": b, "unit_type": "allowance", "quantity": 2,
+            "transfer_id": str(uuid4())}
+    first = await ledger_api.post("/api/v1/ledger/holds", body, key=key)
+    again = await ledger_api.post("/api/v1/ledger/holds", body, key=key)
+    assert first.status_code == again.status_code == 201 and first.json() == again.json()
+    assert await ledger_api.total(a) == before - 2
+    other = await ledger_api.post("/api/v1/ledger/holds", {**body, "quantity": 1}, key=key)
+    assert (other.status_code, other.json()["code"]) == (422, "request.idempotency_key_reused")
+    missing = await ledger_api.client.post("/api/v1/ledger/holds", json=body, headers=ledger_api.authority)
+    assert missing.status_code == 422 and "Idempotency-Key" in [e["field"] for e in missing.json()["errors"]]
+
+
+async def test_freeze_refuses_movements_until_lifted(ledger_api: Ledger):
+    a, b, cap = ledger_api.account("A"), ledger_api.account("B"), ledger_api.account("CAP")
+    await ledger_api.move("allocation", a, 1, frm=cap)
+    frozen = await ledger_api.client.post("/api/v1/ledger/freeze", json={"reason": "incident 42"},
+                                          headers=ledger_api.authority)
+    assert frozen.status_code == 200
+    try:
+        refused = await ledger_api.hold(a, b, 1)
+        assert (refused.status_code, refused.json()["code"]) == (423, "ledger.frozen")
+    finally:
+        await ledger_api.client.post("/api/v1/ledger/unfreeze", json={"reason": "resolved"},
+                                     headers=ledger_api.authority)
+    assert (await ledger_api.hold(a, b, 1)).status_code == 201
