@@ -37,15 +37,16 @@ def log_tails(plan: SystemPlan, lines: int = 15) -> str:
 async def system(provisioned_services: dict[str, str], tmp_path_factory: pytest.TempPathFactory
                  ) -> AsyncIterator[SystemPlan]:
     run_dir: Path = tmp_path_factory.mktemp("system")
-    ports = free_ports(1 + 2 * len(SERVICES))
+    ports = free_ports(2 + 2 * len(SERVICES))
     plan = SystemPlan(
         run_dir=run_dir,
         gateway_port=ports[0],
         api_ports=dict(zip(SERVICES, ports[1:7], strict=True)),
         worker_ports=dict(zip(SERVICES, ports[7:13], strict=True)),
         env={**provisioned_services, "REGISTRY_FAULTS": "after_commit_before_ack=exit",
-             "REGISTRY_LOGIN_LOCK_MINUTES": "0.05"},
+             "REGISTRY_LOGIN_LOCK_MINUTES": "0.05", "REGISTRY_PREFETCH": "20"},
         fault_dir=run_dir / "faults",
+        extra_workers={"accounts": [ports[13]]},  # two ledger workers compete for the same commands
     )
     start(plan)
     try:

@@ -89,18 +89,18 @@ async def test_moving_the_clock_in_one_process_is_seen_by_every_other(system, ht
 async def test_worker_dying_after_commit_before_ack_gets_the_redelivery_and_applies_nothing_new(
     system, http, bearer, provisioned_services,
 ):
-    fired = system.arm_fault("accounts-worker", "after_commit_before_ack")
-    pid_before = process_pid(system, "accounts-worker")
+    fired = system.arm_fault("transfers-worker", "after_commit_before_ack")
+    pid_before = process_pid(system, "transfers-worker")
     moved = await move_clock(http, system, bearer("authority-1", "authority"), 3600)
 
     await wait_for(fired.exists, timeout=30, what="the worker to reach the fault point")
-    await wait_for(lambda: process_pid(system, "accounts-worker") not in (0, pid_before), timeout=30,
+    await wait_for(lambda: process_pid(system, "transfers-worker") not in (0, pid_before), timeout=30,
                    what="the launcher to restart the worker")
-    worker = system.worker_url("accounts")
+    worker = system.worker_url("transfers")
     await wait_for(lambda: metric(http, worker, "registry_messages_duplicate_total"), timeout=30,
                    what="the redelivered message to be seen as a duplicate")
     assert await metric(http, worker, "registry_messages_handled_total") == 0  # nothing applied again
-    history = await admin_query(provisioned_services, "accounts",
+    history = await admin_query(provisioned_services, "transfers",
                                 "SELECT count(*) FROM programme_clock_history WHERE version = $1", moved["version"])
     assert history == 1
     await wait_for(lambda: all_at_version(http, system, moved["version"]), timeout=30, what="every process")

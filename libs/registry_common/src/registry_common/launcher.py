@@ -45,6 +45,7 @@ class SystemPlan:
     worker_ports: dict[str, int] = field(default_factory=lambda: dict(WORKER_PORTS))
     env: dict[str, str] = field(default_factory=dict)  # REGISTRY_* shared by every process
     fault_dir: Path | None = None  # tests arm fault points per process under <fault_dir>/<process>/
+    extra_workers: dict[str, list[int]] = field(default_factory=dict)  # service -> health ports of more workers
 
     @property
     def log_dir(self) -> Path:
@@ -78,6 +79,9 @@ class SystemPlan:
                                 REGISTRY_HTTP_PORT=str(self.api_ports[service]))
             yield self._process(f"{service}-worker", f"{service}.worker",
                                 REGISTRY_WORKER_HTTP_PORT=str(self.worker_ports[service]))
+            for number, port in enumerate(self.extra_workers.get(service, []), start=2):
+                yield self._process(f"{service}-worker-{number}", f"{service}.worker",
+                                    REGISTRY_WORKER_HTTP_PORT=str(port))
         upstreams = {f"REGISTRY_GATEWAY_UPSTREAM_{s.upper()}": self.api_url(s) for s in SERVICES}
         workers = {f"REGISTRY_GATEWAY_WORKER_{s.upper()}": self.worker_url(s) for s in SERVICES}
         yield self._process("gateway", "gateway.api", **upstreams, **workers,

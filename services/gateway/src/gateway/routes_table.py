@@ -115,6 +115,9 @@ def default_routes() -> list[Route]:
         # Authenticated here; the accounts service makes the fine-grained role checks.
         Route("/api/v1/users", "accounts"),
         Route("/api/v1/programme", "issuance"),
+        # The unit ledger (accounts): holds, movements, freeze, audit; the history of one unit.
+        Route("/api/v1/ledger", "accounts"),
+        Route("/api/v1/units", "accounts", roles=OVERSIGHT),
     ]
     for service in SERVICES:
         routes += [
