@@ -172,3 +172,54 @@ async def test_freeze_refuses_movements_until_lifted(ledger_api: Ledger):
         await ledger_api.client.post("/api/v1/ledger/unfreeze", json={"reason": "resolved"},
                                      headers=ledger_api.authority)
     assert (await ledger_api.hold(a, b, 1)).status_code == 201
+
+
+async def test_a_correction_needs_a_second_authority_user(ledger_api: Ledger, token_for):
+    a, b, cap = ledger_api.account("A"), ledger_api.account("B"), ledger_api.account("CAP")
+    await ledger_api.move("allocation", a, 5, frm=cap)
+    before = (await ledger_api.total(a), await ledger_api.total(b))
+    asked = await ledger_api.move("correction", b, 2, frm=a, reason="units credited to the wrong account")
+    assert asked.status_code == 202, asked.text
+    approval = asked.json()
+    assert (await ledger_api.total(a), await ledger_api.total(b)) == before  # nothing moves yet
+
+    url = f"/api/v1/accounts/approvals/{approval['approval_id']}/approve"
+    own = await ledger_api.client.post(url, json={"payload_hash": approval["payload_hash"]},
+                                       headers=ledger_api.authority)
+    assert own.status_code == 403 and own.json()["code"] == "approval.self_approval"
+    second = {"Authorization": f"Bearer {token_for('authority-2', 'authority')}"}
+    approved = await ledger_api.client.post(url, json={"payload_hash": approval["payload_hash"]}, headers=second)
+    assert approved.status_code == 200, approved.text
+    assert (await ledger_api.total(a), await ledger_api.total(b)) == (before[0] - 2, before[1] + 2)
+    assert (await ledger_api.audit())["ok"]
+
+
+async def test_a_batch_applies_each_line_or_refuses_it_in_one_transaction(ledger_api: Ledger, provisioned_services):
+    from accounts.commands import on_move_units_batch
+    from registry_common.clock import ProgrammeClock
+    from registry_common.messaging.consumer import HandlerContext
+    from registry_common.messaging.envelope import Envelope
+    from registry_common.messaging.outbox import Outbox
+    from registry_contracts.accounts import MoveUnits, MoveUnitsBatch
+
+    a, c, cap = ledger_api.account("A"), ledger_api.account("C"), ledger_api.account("CAP")
+    await ledger_api.move("allocation", a, 4, frm=cap)
+    start_a, start_c = await ledger_api.total(a), await ledger_api.total(c)
+    settings = settings_from_env(provisioned_services, "accounts")
+    batch = MoveUnitsBatch(batch_id=uuid4(), lines=[
+        MoveUnits(movement_id=uuid4(), kind="correction", from_account_id=a, to_account_id=c, unit_type="allowance",
+                  quantity=q, actor="authority-1") for q in (3, 10**9, 1)])
+    engine = make_engine(settings.app_database_url, pool_size=0, application_name="batch-test")
+    context = HandlerContext(Envelope.wrap(batch, producer="issuance"), Outbox("accounts"), ProgrammeClock(None),
+                             settings)
+    async with engine.begin() as conn:
+        await on_move_units_batch(conn, batch, context)
+        rows = (await conn.execute(text(
+            "SELECT routing_key, envelope->'payload' AS p FROM outbox WHERE envelope->>'causation_id' = :m "
+            "ORDER BY id"), {"m": str(context.envelope.message_id)})).all()
+    await engine.dispose()
+    assert [r.routing_key for r in rows] == ["accounts.units_moved.v1", "accounts.movement_refused.v1",
+                                            "accounts.units_moved.v1"]
+    assert rows[1].p["code"] == "ledger.insufficient_units" and rows[1].p["batch_id"] == str(batch.batch_id)
+    assert (await ledger_api.total(a), await ledger_api.total(c)) == (start_a - 4, start_c + 4)
+    assert (await ledger_api.audit())["ok"]
