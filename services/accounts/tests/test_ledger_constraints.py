@@ -53,9 +53,11 @@ async def test_a_block_cannot_be_in_an_account_and_a_hold_at_once(as_app):
     conn, account, _ = as_app
     hold_id = uuid4()
     await conn.execute("INSERT INTO holds (id, transfer_id, sender_account_id, receiver_account_id, unit_type, "
-                       "quantity, state) VALUES ($1, $2, $3, $3, 'allowance', 1, 'released')", hold_id, uuid4(), account)
+                       "quantity, state) VALUES ($1, $2, $3, $3, 'allowance', 1, 'released')",
+                       hold_id, uuid4(), account)
     with pytest.raises(asyncpg.CheckViolationError):
-        await conn.execute("UPDATE unit_blocks SET hold_id = $1 WHERE account_id = $2", hold_id, account)
+        await conn.execute("UPDATE unit_blocks SET hold_id = $1 WHERE account_id = $2",
+                           hold_id, account)
     with pytest.raises(asyncpg.CheckViolationError):
         await conn.execute("UPDATE unit_blocks SET account_id = NULL WHERE account_id = $1", account)
 

@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from accounts import ledger
+from accounts import account_service, ledger
 from accounts.domain.ledger import MovementKind, Refusal, parse_serial, readable_serial, rule_for
-from accounts.tables import holds, journal, ledger_settings, representatives
+from accounts.tables import holds, journal, ledger_settings
 from registry_common import idempotency
 from registry_common.approvals import payload_hash, register_approval_action, request_approval
 from registry_common.audit import record_audit
@@ -80,23 +80,8 @@ def actor_of(request: Request, who: Principal) -> ledger.Actor:
                         correlation_id=correlation_id_var.get(), causation_id=request_id_var.get())
 
 
-async def account_rights(conn: AsyncConnection, account_id: str, who: Principal) -> set[str]:
-    row = (await conn.execute(select(representatives.c.rights).where(
-        representatives.c.account_id == account_id, representatives.c.user_id == _uuid_or_none(who.user_id)))).first()
-    return set(row.rights) if row is not None else set()
-
-
-def _uuid_or_none(value: str) -> UUID | None:
-    try:
-        return UUID(value)
-    except ValueError:
-        return None
-
-
 async def require_view(conn: AsyncConnection, account_id: str, who: Principal) -> None:
-    if who.has_any(OVERSIGHT_ROLES) or await account_rights(conn, account_id, who):
-        return
-    raise RegistryError("ledger.account_not_found", account_id=account_id)  # others' accounts do not exist
+    await account_service.require_account_access(conn, who, account_id, "view")
 
 
 async def idempotent(conn: AsyncConnection, key: str, who: Principal, body: BaseModel, status: int,
@@ -121,10 +106,8 @@ async def create_hold(body: HoldIn, request: Request, conn: WriteConn, who: Curr
                       key: idempotency.IdempotencyKey) -> JSONResponse:
     """Move units from the sender into a hold of their own (the first step of a transfer). The authority,
     or a representative with the ``initiate`` right on the sending account."""
-    rule = rule_for(MovementKind.TRANSFER_HOLD)
-    if not rule.may_initiate(who.roles, represents_sender="initiate" in await account_rights(
-            conn, body.sender_account_id, who)):
-        raise RegistryError("ledger.not_allowed_to_initiate", field="sender_account_id")
+    if not rule_for(MovementKind.TRANSFER_HOLD).may_initiate(who.roles, represents_sender=False):
+        await account_service.require_account_access(conn, who, body.sender_account_id, "initiate")
 
     async def work() -> Any:
         command = HoldUnits(transfer_id=body.transfer_id, sender_account_id=body.sender_account_id,

@@ -14,5 +14,7 @@ class AccountsSettings(RegistrySettings):
     login_lock_minutes: float = Field(default=15, gt=0)
     login_slowdown_base_seconds: float = Field(default=0.25, ge=0, description="delay after a failure, doubling")
     login_slowdown_max_seconds: float = Field(default=3.0, ge=0)
+    reserves: str = Field(default="price_containment,new_entrants",
+                          description="named reserves, comma-separated: one system account SYS-RES-<NAME> each")
     bootstrap_admin_username: str = "admin"
     bootstrap_admin_password: str | None = Field(default=None, repr=False)
