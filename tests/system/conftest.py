@@ -3,6 +3,7 @@ ephemeral ports, with this run's databases, name prefix, keys and clock control.
 
 from __future__ import annotations
 
+import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -44,7 +45,10 @@ async def system(provisioned_services: dict[str, str], tmp_path_factory: pytest.
         api_ports=dict(zip(SERVICES, ports[1:7], strict=True)),
         worker_ports=dict(zip(SERVICES, ports[7:13], strict=True)),
         env={**provisioned_services, "REGISTRY_FAULTS": "after_commit_before_ack=exit",
-             "REGISTRY_LOGIN_LOCK_MINUTES": "0.05", "REGISTRY_PREFETCH": "20"},
+             "REGISTRY_LOGIN_LOCK_MINUTES": "0.05", "REGISTRY_PREFETCH": "20",
+             "REGISTRY_JOURNAL_CHECKPOINT_DIR": str(run_dir / "checkpoints"),
+             "REGISTRY_JOURNAL_CHECKPOINT_KEY": secrets.token_urlsafe(32),
+             "REGISTRY_JOURNAL_CHECKPOINT_INTERVAL_SECONDS": "1"},
         fault_dir=run_dir / "faults",
         extra_workers={"accounts": [ports[13]]},  # two ledger workers compete for the same commands
     )

@@ -130,3 +130,21 @@ async def test_200_concurrent_hold_requests_through_the_gateway_exactly_100_succ
     assert {a.json()["code"] for a in answers if a.status_code == 409} == {"ledger.insufficient_units"}
     assert (await outcomes(accounts_db, sender))[0] == 100
     await audit_is_clean(system, http, authority)
+
+
+async def test_the_journal_is_sealed_checkpointed_and_verifies(system, http, bearer, accounts_db):
+    authority = bearer("authority-1", "authority")
+    await funded_accounts(system, http, accounts_db, authority, 10)
+    url = f"{system.gateway_url}/api/v1/ledger/journal/verify"
+
+    async def sealed_and_checkpointed() -> dict[str, Any] | None:
+        report = (await http.get(url, headers=authority)).json()
+        return report if report["unsealed"] == 0 and report["checkpoints_checked"] > 0 else None
+
+    report = await wait_for(sealed_and_checkpointed, timeout=60, interval=0.5, what="the sealer and a checkpoint")
+    assert report["ok"], report["discrepancies"]
+    assert report["sealed"] > 0
+    announced = await accounts_db.fetchval(
+        "SELECT count(*) FROM outbox WHERE routing_key = 'accounts.journal_checkpointed.v1'")
+    assert announced > 0
+    assert list((system.run_dir / "checkpoints").glob("checkpoint-*.json"))

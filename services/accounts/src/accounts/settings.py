@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
 
-from registry_common.settings import RegistrySettings
+from pydantic import Field, SecretStr, model_validator
+
+from registry_common.settings import Environment, RegistrySettings, UnsafeConfiguration
 
 
 class AccountsSettings(RegistrySettings):
@@ -18,3 +20,20 @@ class AccountsSettings(RegistrySettings):
                           description="named reserves, comma-separated: one system account SYS-RES-<NAME> each")
     bootstrap_admin_username: str = "admin"
     bootstrap_admin_password: str | None = Field(default=None, repr=False)
+
+    # Journal tamper evidence (accounts/journal_seal.py)
+    journal_seal_batch_size: int = Field(default=5000, ge=1, description="journal rows sealed per transaction")
+    journal_seal_settle_seconds: float = Field(default=30, ge=0,
+                                               description="after this, only ids above the sealed floor are scanned")
+    journal_seal_full_sweep_seconds: float = Field(default=300, gt=0,
+                                                   description="full scan for rows of long transactions")
+    journal_seal_grace_seconds: float = Field(default=60, ge=0, description="verify: older unsealed rows are a warning")
+    journal_checkpoint_interval_seconds: float = Field(default=60, ge=0)
+    journal_checkpoint_dir: Path | None = Field(default=None, description="default: var/checkpoints/<database>/")
+    journal_checkpoint_key: SecretStr | None = Field(default=None, repr=False)
+
+    @model_validator(mode="after")
+    def _checkpoint_key_in_production(self) -> AccountsSettings:
+        if self.environment is Environment.PRODUCTION and self.journal_checkpoint_key is None:
+            raise UnsafeConfiguration("REGISTRY_JOURNAL_CHECKPOINT_KEY must be set in production")
+        return self
