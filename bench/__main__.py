@@ -10,6 +10,7 @@ from bench.harness import main
 # The registry of benchmark modules, run in this order. Each exposes `async def run(ctx) -> None`.
 MODULES: list[str] = [
     "bench.baseline",
+    "bench.ledger",
 ]
 
 

@@ -73,7 +73,11 @@ def create_app(definition: ServiceDefinition, settings: RegistrySettings | None 
                              application_name=f"{settings.namespace}{definition.name}-api")
         app.state.engine = engine
         app.state.clock = ProgrammeClock(engine, settings.clock_refresh_seconds)
-        yield
+        if definition.api_lifespan is None:
+            yield
+        else:
+            async with definition.api_lifespan(app):
+                yield
         await engine.dispose()
 
     app = FastAPI(

@@ -88,6 +88,7 @@ class SystemPlan:
                             REGISTRY_HTTP_PORT=str(self.gateway_port))
 
     def _process(self, name: str, module: str, **env: str) -> Process:
+        env.setdefault("REGISTRY_ACCOUNTS_API_URL", self.api_url("accounts"))  # for pre-checks
         if self.fault_dir is not None:
             env["REGISTRY_FAULT_MARKER_DIR"] = str(self.fault_dir / name)
         return Process(name, module, {**self.env, **env})

@@ -65,6 +65,9 @@ class RegistrySettings(BaseSettings):
     relay_poll_seconds: float = 1.0
     relay_ready_lag_seconds: float = 30.0
 
+    # Where other services' APIs are, for pre-checks and reconciliations (never for truth).
+    accounts_api_url: str = "http://127.0.0.1:8001"
+
     # HTTP.
     http_host: str = "127.0.0.1"
     http_port: int = 8000

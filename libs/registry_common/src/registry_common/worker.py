@@ -97,7 +97,8 @@ class Worker:
         self._spawn("clock", self._refresh_clock())
         context = WorkerContext(self.settings, self.engine, self.clock, self.outbox)
         for name, interval, task in self.definition.periodic_tasks:
-            self._spawn(name, self._every(interval, name, task, context))
+            seconds = float(getattr(self.settings, interval)) if isinstance(interval, str) else interval
+            self._spawn(name, self._every(seconds, name, task, context))
         log.info("worker started", extra={"queue": queue.name})
 
     def _spawn(self, name: str, coro: Any) -> None:

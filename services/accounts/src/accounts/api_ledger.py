@@ -126,6 +126,21 @@ async def create_hold(body: HoldIn, request: Request, conn: WriteConn, who: Curr
                             location=lambda c: f"/api/v1/ledger/holds/{c['transfer_id']}")
 
 
+@router.get("/api/v1/ledger/holds")
+async def list_holds(conn: ReadConn, _who: Overseer, limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+                     cursor: Annotated[UUID | None, Query(description="`next_cursor` of the previous page")] = None,
+                     state: Literal["held", "settled", "released"] | None = None) -> dict[str, Any]:
+    """Every hold (for reconciliations), by transfer id."""
+    query = select(holds.c.transfer_id, holds.c.state, holds.c.quantity, holds.c.sender_account_id,
+                   holds.c.receiver_account_id).order_by(holds.c.transfer_id).limit(limit + 1)
+    if cursor is not None:
+        query = query.where(holds.c.transfer_id > cursor)
+    if state is not None:
+        query = query.where(holds.c.state == state)
+    rows = [dict(r) for r in (await conn.execute(query)).mappings()]
+    return {"items": rows[:limit], "next_cursor": rows[limit - 1]["transfer_id"] if len(rows) > limit else None}
+
+
 @router.get("/api/v1/ledger/holds/{transfer_id}")
 async def get_hold(transfer_id: UUID, conn: ReadConn, who: CurrentPrincipal) -> dict[str, Any]:
     row = (await conn.execute(select(holds).where(holds.c.transfer_id == transfer_id))).mappings().first()
