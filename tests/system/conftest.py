@@ -48,7 +48,8 @@ async def system(provisioned_services: dict[str, str], tmp_path_factory: pytest.
              "REGISTRY_LOGIN_LOCK_MINUTES": "0.05", "REGISTRY_PREFETCH": "20",
              "REGISTRY_JOURNAL_CHECKPOINT_DIR": str(run_dir / "checkpoints"),
              "REGISTRY_JOURNAL_CHECKPOINT_KEY": secrets.token_urlsafe(32),
-             "REGISTRY_JOURNAL_CHECKPOINT_INTERVAL_SECONDS": "1"},
+             "REGISTRY_JOURNAL_CHECKPOINT_INTERVAL_SECONDS": "1",
+             "REGISTRY_SWEEP_INTERVAL_SECONDS": "0.2"},
         fault_dir=run_dir / "faults",
         extra_workers={"accounts": [ports[13]]},  # two ledger workers compete for the same commands
     )

@@ -118,6 +118,7 @@ def default_routes() -> list[Route]:
         # The unit ledger (accounts): holds, movements, freeze, audit; the history of one unit.
         Route("/api/v1/ledger", "accounts"),
         Route("/api/v1/units", "accounts", roles=OVERSIGHT),
+        Route("/api/v1/transfers", "transfers"),
         # Accounts, their holders and representatives: every role reads what it may (participants their
         # own accounts); the accounts service checks who may change what, account by account.
         Route("/api/v1/accounts", "accounts"),

@@ -1,6 +1,21 @@
-"""What the transfers service brings to the chassis: the two-sided transfer saga.
-Its business logic arrives with its issue; today it runs on the chassis alone."""
+"""What the transfers service brings to the chassis: the two-sided transfer saga (ARCHITECTURE.md), with
+its acceptance window, sweeper, reconciliation, and read models of accounts and representatives."""
+
+from pathlib import Path
 
 from registry_common.service import ServiceDefinition
+from transfers.api_transfers import accounts_client, router
+from transfers.service import SUBSCRIPTIONS, sweep
+from transfers.settings import TransfersSettings
+from transfers.tables import metadata
 
-DEFINITION = ServiceDefinition(name="transfers")
+DEFINITION = ServiceDefinition(
+    name="transfers",
+    metadata=metadata,
+    migrations_dir=Path(__file__).parent / "migrations",
+    routers=[router],
+    subscriptions=SUBSCRIPTIONS,
+    periodic_tasks=[("sweeper", "sweep_interval_seconds", sweep)],
+    settings_class=TransfersSettings,
+    api_lifespan=accounts_client,
+)

@@ -1,0 +1,208 @@
+"""``/api/v1/transfers``: request, accept, reject, cancel, the sender's second approval, lists, history,
+and the reconciliation against the ledger's holds."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import or_, select, tuple_, update
+
+from registry_common import idempotency
+from registry_common.audit import record_audit
+from registry_common.auth import OVERSIGHT_ROLES, CurrentPrincipal, Principal, Role, require_roles
+from registry_common.errors import RegistryError
+from registry_common.routes import ReadConn, WriteConn
+from transfers import service
+from transfers.domain.saga import State, reconcile
+from transfers.tables import known_accounts, known_representatives, transfer_history, transfers
+
+router = APIRouter(prefix="/api/v1/transfers", tags=["transfers"])
+Overseer = Annotated[Principal, Depends(require_roles(*OVERSIGHT_ROLES))]
+Administrator = Annotated[Principal, Depends(require_roles(Role.ADMINISTRATOR))]
+
+
+@asynccontextmanager
+async def accounts_client(app: FastAPI) -> AsyncIterator[None]:
+    """The accounts API, for the balance pre-check and the reconciliation (never for truth)."""
+    async with httpx.AsyncClient(base_url=app.state.settings.accounts_api_url, timeout=5.0) as client:
+        app.state.accounts_api = client
+        yield
+
+
+class TransferIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sender_account_id: str = Field(min_length=1, max_length=40)
+    receiver_account_id: str = Field(min_length=1, max_length=40)
+    unit_type: Literal["allowance", "offset"]
+    quantity: Annotated[int, Field(gt=0, strict=True, description="whole units")]
+    vintage: int | None = Field(default=None, ge=2000, le=2100)
+
+
+class SettingsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sender_approval_required: bool
+
+
+def public(row: Any) -> dict[str, Any]:
+    return {k: v for k, v in row._mapping.items() if k not in ("version", "reminders_sent")}
+
+
+async def available_balance(request: Request, body: TransferIn) -> int | None:
+    """The sender's holdings of this unit type (and vintage), asked of accounts with the caller's own
+    token; None if accounts cannot answer now (the hold decides)."""
+    try:
+        answer = await request.app.state.accounts_api.get(
+            f"/api/v1/accounts/{body.sender_account_id}/holdings",
+            headers={"Authorization": request.headers.get("authorization", "")})
+    except httpx.HTTPError:
+        return None
+    if answer.status_code != 200:
+        return None
+    return sum(line["quantity"] for line in answer.json()["by_type_and_vintage"]
+               if line["unit_type"] == body.unit_type and body.vintage in (None, line["vintage"]))
+
+
+@router.post("", status_code=201)
+async def request_transfer(body: TransferIn, request: Request, conn: WriteConn, who: CurrentPrincipal,
+                           key: idempotency.IdempotencyKey) -> JSONResponse:
+    """Start a transfer from an account you represent with the ``initiate`` right. The receiver must
+    accept within the acceptance window, or the units go back."""
+    stored = await idempotency.reserve(conn, key, who.user_id, body.model_dump(mode="json"))
+    if stored is not None:
+        return JSONResponse(stored["response"], status_code=stored["status_code"],
+                            headers={"Location": f"/api/v1/transfers/{stored['response'].get('id')}"})
+    if "initiate" in await service.rights_on(conn, body.sender_account_id, who.user_id):
+        available = await available_balance(request, body)
+    else:
+        available = None
+    row = await service.request_transfer(conn, body=body.model_dump(), who=who, now=request.app.state.clock.now(),
+                                         available=available)
+    content = _json(public(row))
+    await idempotency.remember(conn, key, who.user_id, 201, content)
+    return JSONResponse(content, status_code=201, headers={"Location": f"/api/v1/transfers/{row.id}"})
+
+
+def _json(value: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, UUID) else v)
+            for k, v in value.items()}
+
+
+@router.get("")
+async def list_transfers(
+    conn: ReadConn, who: CurrentPrincipal, account_id: str | None = None,
+    direction: Literal["outgoing", "incoming"] | None = None, state: State | None = None,
+    created_from: datetime | None = None, created_to: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+) -> dict[str, Any]:
+    query = select(transfers).order_by(transfers.c.created_at.desc(), transfers.c.id.desc()).limit(limit + 1)
+    if not who.has_any(OVERSIGHT_ROLES):
+        mine = select(known_representatives.c.account_id).where(
+            known_representatives.c.user_id == _uuid(who.user_id))
+        query = query.where(or_(transfers.c.sender_account_id.in_(mine), transfers.c.receiver_account_id.in_(mine)))
+    if account_id is not None:
+        sides = {"outgoing": [transfers.c.sender_account_id], "incoming": [transfers.c.receiver_account_id]}.get(
+            direction or "", [transfers.c.sender_account_id, transfers.c.receiver_account_id])
+        query = query.where(or_(*(side == account_id for side in sides)))
+    if state is not None:
+        query = query.where(transfers.c.state == state)
+    if created_from is not None:
+        query = query.where(transfers.c.created_at >= created_from)
+    if created_to is not None:
+        query = query.where(transfers.c.created_at < created_to)
+    if cursor is not None:
+        at, _, last = cursor.partition("|")
+        query = query.where(tuple_(transfers.c.created_at, transfers.c.id) < tuple_(datetime.fromisoformat(at),
+                                                                                   UUID(last)))
+    rows = (await conn.execute(query)).all()
+    page = rows[:limit]
+    following = f"{page[-1].created_at.isoformat()}|{page[-1].id}" if len(rows) > limit else None
+    return {"items": [public(r) for r in page], "next_cursor": following}
+
+
+def _uuid(value: str) -> UUID | None:
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
+
+
+@router.get("/reconciliation")
+async def reconciliation(request: Request, conn: ReadConn, _who: Overseer) -> dict[str, Any]:
+    """Every transfer against its hold in the ledger (ARCHITECTURE.md's table), every hold against a
+    transfer, and transfers not final after ``REGISTRY_STUCK_AFTER_SECONDS``."""
+    holds: dict[Any, str] = {}
+    cursor: str | None = None
+    while True:
+        answer = await request.app.state.accounts_api.get(
+            "/api/v1/ledger/holds", params={"limit": 5000, **({"cursor": cursor} if cursor else {})},
+            headers={"Authorization": request.headers.get("authorization", "")})
+        if answer.status_code != 200:
+            raise RegistryError("service.unavailable")
+        page = answer.json()
+        holds.update({UUID(h["transfer_id"]): h["state"] for h in page["items"]})
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    rows = (await conn.execute(select(transfers.c.id, transfers.c.state, transfers.c.updated_at))).all()
+    known = {r.id: (State(r.state), r.updated_at) for r in rows}
+    # Holds made outside the saga (the ledger's own API) have no transfer; only sagas' holds count.
+    saga_holds = {tid: state for tid, state in holds.items() if tid in known}
+    orphans = [tid for tid in holds if tid not in known]
+    problems = reconcile(known, saga_holds, now=datetime.now(UTC),
+                         stuck_after=timedelta(seconds=request.app.state.settings.stuck_after_seconds))
+    finals = sum(1 for state, _ in known.values() if state in (State.COMPLETED, State.REVERSED, State.FAILED))
+    return {"ok": not problems, "transfers": len(known), "final": finals, "holds_outside_transfers": len(orphans),
+            "problems": problems}
+
+
+@router.get("/{transfer_id}")
+async def get_transfer(transfer_id: UUID, conn: ReadConn, who: CurrentPrincipal) -> dict[str, Any]:
+    """The transfer with its full state history."""
+    row = await service.load(conn, transfer_id, lock=False)
+    if row is None or not await service.visible(conn, row, who):
+        raise RegistryError("transfer.not_found")
+    history = (await conn.execute(select(transfer_history).where(transfer_history.c.transfer_id == transfer_id)
+                                  .order_by(transfer_history.c.id))).mappings().all()
+    return {**public(row), "history": [{k: v for k, v in h.items() if k != "transfer_id"} for h in history]}
+
+
+def _action(name: str) -> Any:
+    async def perform(transfer_id: UUID, request: Request, conn: WriteConn, who: CurrentPrincipal) -> dict[str, Any]:
+        row = await service.act(conn, transfer_id, name, who=who, now=request.app.state.clock.now())
+        return public(row)
+
+    perform.__name__ = f"{name}_transfer"
+    perform.__doc__ = {
+        "accept": "The receiver accepts (before the deadline): the held units settle to it. Repeating it "
+                  "answers with the state.",
+        "reject": "The receiver rejects: the held units go back to the sender.",
+        "cancel": "The sender cancels while it awaits acceptance: the held units go back.",
+        "approve": "A second representative of the sending account (with the approve right) approves it.",
+        "decline": "A second representative of the sending account declines it.",
+    }[name]
+    return perform
+
+
+for _name in ("accept", "reject", "cancel", "approve", "decline"):
+    router.post(f"/{{transfer_id}}/{_name}", name=f"{_name}_transfer")(_action(_name))
+
+
+@router.put("/accounts/{account_id}/settings")
+async def account_settings(account_id: str, body: SettingsIn, conn: WriteConn, who: Administrator) -> dict[str, Any]:
+    """Whether outgoing transfers of this account need a second representative's approval."""
+    changed = await conn.execute(update(known_accounts).where(known_accounts.c.account_id == account_id)
+                                 .values(sender_approval_required=body.sender_approval_required))
+    if changed.rowcount == 0:
+        raise RegistryError("transfer.unknown_account", field="account_id", account_id=account_id)
+    await record_audit(conn, action="transfer.account_settings", entity_type="account", entity_id=account_id,
+                       actor=who.user_id, details=body.model_dump())
+    return {"account_id": account_id, **body.model_dump()}

@@ -1,0 +1,88 @@
+"""Transfers' tables: the saga rows and their history, and read models of accounts and representatives
+kept from accounts' events (no service reads another's tables)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+
+metadata = MetaData()
+
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("sender_account_id", String(40), nullable=False),
+    Column("receiver_account_id", String(40), nullable=False),
+    Column("unit_type", String(20), nullable=False),
+    Column("vintage", Integer),
+    Column("quantity", BigInteger, nullable=False),
+    Column("state", String(30), nullable=False),
+    Column("reason", String(40)),
+    Column("failure_code", String(80)),
+    Column("requested_by", String(120), nullable=False),
+    Column("acceptance_deadline", DateTime(timezone=True)),
+    Column("reminders_sent", ARRAY(Integer), nullable=False, server_default=text("'{}'::int[]")),
+    Column("requested_at", DateTime(timezone=True), nullable=False),  # programme time
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("version", Integer, nullable=False, server_default="1"),
+    CheckConstraint("quantity > 0", name="transfers_quantity_positive"),
+    CheckConstraint("sender_account_id <> receiver_account_id", name="transfers_two_accounts"),
+    Index("ix_transfers_due", "acceptance_deadline", postgresql_where=text("state = 'awaiting_acceptance'")),
+    Index("ix_transfers_sender", "sender_account_id", "created_at"),
+    Index("ix_transfers_receiver", "receiver_account_id", "created_at"),
+    Index("ix_transfers_open", "state", postgresql_where=text(
+        "state NOT IN ('completed', 'reversed', 'failed')")),
+)
+
+transfer_history = Table(
+    "transfer_history",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("transfer_id", Uuid, nullable=False),
+    Column("from_state", String(30)),
+    Column("to_state", String(30), nullable=False),
+    Column("event", String(60), nullable=False),
+    Column("actor", String(120), nullable=False),
+    Column("detail", Text),
+    Column("at", DateTime(timezone=True), nullable=False),  # programme time
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_transfer_history_transfer", "transfer_id", "id"),
+)
+
+known_accounts = Table(
+    "known_accounts",
+    metadata,
+    Column("account_id", String(40), primary_key=True),
+    Column("kind", String(30), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("installation_id", String(40)),
+    Column("sender_approval_required", Boolean, nullable=False, server_default="false"),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+known_representatives = Table(
+    "known_representatives",
+    metadata,
+    Column("account_id", String(40), primary_key=True),
+    Column("user_id", Uuid, primary_key=True),
+    Column("rights", ARRAY(String(20)), nullable=False),
+    Index("ix_known_representatives_user", "user_id"),
+)
