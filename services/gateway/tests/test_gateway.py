@@ -30,7 +30,7 @@ def test_prefixes_match_whole_segments_and_the_longest_wins():
     assert ROUTES.match("/api/v1/transfers/audit-log").roles == ("administrator", "authority",
                                                                   "authority-readonly")
     assert ROUTES.match("/api/v1/transfers/approvals/7/approve").roles is None
-    assert ROUTES.match("/api/v1/transfers") is None  # no route for transfers' own resources yet
+    assert ROUTES.match("/api/v1/transferss") is None  # whole segments only
     assert ROUTES.match("/api/v1/public/anything") is None
     # dot segments and empty segments never route, so no normalisation downstream can move them
     assert ROUTES.match("/api/v1/users/../accounts/audit-log") is None
