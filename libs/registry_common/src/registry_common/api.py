@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -118,5 +117,3 @@ def serve(definition: ServiceDefinition) -> None:
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, loop="uvloop", log_config=None,
                 access_log=False, timeout_graceful_shutdown=5)
 
-
-_ = time

@@ -4,7 +4,6 @@ and the health routes ``/health``, ``/ready``, ``/metrics`` served by every API 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -156,5 +155,3 @@ def health_router(readiness: Any) -> APIRouter:
 
     return router
 
-
-_ = datetime

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -23,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from registry_common.context import causation_id_var, correlation_id_var
 from registry_common.faults import fault_point
 from registry_common.messaging.envelope import Envelope
-from registry_common.messaging.topology import COMMANDS, DIRECT, EVENTS, declare_exchanges
+from registry_common.messaging.topology import COMMANDS, EVENTS, declare_exchanges
 from registry_common.tables import outbox
 from registry_contracts import Message
 
@@ -59,22 +58,9 @@ class Outbox:
         )
         return envelope
 
-    @staticmethod
-    async def add_direct(
-        conn: AsyncConnection, queue: str, envelope: dict[str, Any], available_at: datetime | None = None
-    ) -> None:
-        """Send an existing envelope straight to one named queue (without the namespace)."""
-        values: dict[str, Any] = {
-            "message_id": envelope["message_id"], "exchange": DIRECT, "routing_key": queue,
-            "envelope": envelope,
-        }
-        if available_at is not None:
-            values["available_at"] = available_at
-        await conn.execute(insert(outbox).values(**values))
-
 
 class Publisher:
-    """Publishes envelopes on one confirming channel. An unroutable command or direct send is an error
+    """Publishes envelopes on one confirming channel. An unroutable command is an error
     (``mandatory``): its owner's queue must exist. An event nobody subscribes to yet is not: events are
     facts, and provisioning declares every consumer's queue before any process starts."""
 
@@ -88,12 +74,10 @@ class Publisher:
         if self._channel is None or self._channel.is_closed:
             self._channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
             self._exchanges = await declare_exchanges(self._channel, self.namespace)
-            self._exchanges[DIRECT] = self._channel.default_exchange
 
     async def publish(self, exchange: str, routing_key: str, envelope: dict[str, Any]) -> None:
         await self._ready()
         body = Envelope.model_validate(envelope)
-        key = f"{self.namespace}{routing_key}" if exchange == DIRECT else routing_key
         message = aio_pika.Message(
             body=body.model_dump_json().encode(),
             message_id=str(body.message_id),
@@ -104,7 +88,8 @@ class Publisher:
             app_id=body.producer,
             headers={"x-correlation-id": body.correlation_id},
         )
-        await self._exchanges[exchange].publish(message, routing_key=key, mandatory=exchange != EVENTS, timeout=10)
+        await self._exchanges[exchange].publish(message, routing_key=routing_key, mandatory=exchange != EVENTS,
+                                                timeout=10)
 
 
 class OutboxRelay:

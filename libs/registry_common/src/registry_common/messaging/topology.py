@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from registry_common.service import ServiceDefinition
     from registry_common.settings import RegistrySettings
 
-EVENTS, COMMANDS, DLX, DIRECT = "events", "commands", "dlx", "direct"
+EVENTS, COMMANDS, DLX = "events", "commands", "dlx"
 _EXCHANGE_TYPES = {EVENTS: aio_pika.ExchangeType.TOPIC, COMMANDS: aio_pika.ExchangeType.DIRECT,
                    DLX: aio_pika.ExchangeType.DIRECT}
 
