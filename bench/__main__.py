@@ -11,6 +11,7 @@ from bench.harness import main
 MODULES: list[str] = [
     "bench.baseline",
     "bench.ledger",
+    "bench.allocation",
 ]
 
 

@@ -115,6 +115,10 @@ def default_routes() -> list[Route]:
         # Authenticated here; the accounts service makes the fine-grained role checks.
         Route("/api/v1/users", "accounts"),
         Route("/api/v1/programme", "issuance"),
+        # Issuance: periods and cap generation, allocation tables, offset projects (writes: authority, checked there).
+        Route("/api/v1/periods", "issuance", roles=OVERSIGHT),
+        Route("/api/v1/allocation-tables", "issuance", roles=OVERSIGHT),
+        Route("/api/v1/offset-projects", "issuance", roles=OVERSIGHT),
         # The unit ledger (accounts): holds, movements, freeze, audit; the history of one unit.
         Route("/api/v1/ledger", "accounts"),
         Route("/api/v1/units", "accounts", roles=OVERSIGHT),
