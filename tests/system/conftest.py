@@ -3,13 +3,18 @@ ephemeral ports, with this run's databases, name prefix, keys and clock control.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import trustme
+from aiosmtpd.controller import Controller
 
 from registry_common.launcher import SystemPlan, start, stop, wait_ready
 from registry_common.settings import SERVICES
@@ -34,9 +39,47 @@ def log_tails(plan: SystemPlan, lines: int = 15) -> str:
     return "\n".join(out)
 
 
+class Mailbox:
+    """A real SMTP server (aiosmtpd, in a thread): every message it receives, parsed, in arrival order."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.messages: list[email.message.EmailMessage] = []
+        self.host, self.port = "127.0.0.1", free_ports(1)[0]
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's hook name)
+        parsed = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.messages.append(parsed)
+        return "250 OK"
+
+    def received(self) -> list[email.message.EmailMessage]:
+        with self.lock:
+            return list(self.messages)
+
+
 @pytest.fixture(scope="session")
-async def system(provisioned_services: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-                 ) -> AsyncIterator[SystemPlan]:
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox()
+    controller = Controller(box, hostname=box.host, port=box.port)
+    controller.start()
+    yield box
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def webhook_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path]:
+    """The test's own CA (trustme): webhook receivers in the tests present certificates it issued, and the
+    notifications worker trusts it through REGISTRY_WEBHOOK_CA_FILE."""
+    ca = trustme.CA()
+    path = tmp_path_factory.mktemp("webhook-ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return ca, path
+
+
+@pytest.fixture(scope="session")
+async def system(provisioned_services: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
+                 mailbox: Mailbox, webhook_ca: tuple[trustme.CA, Path]) -> AsyncIterator[SystemPlan]:
     run_dir: Path = tmp_path_factory.mktemp("system")
     ports = free_ports(2 + 2 * len(SERVICES))
     plan = SystemPlan(
@@ -49,7 +92,11 @@ async def system(provisioned_services: dict[str, str], tmp_path_factory: pytest.
              "REGISTRY_JOURNAL_CHECKPOINT_DIR": str(run_dir / "checkpoints"),
              "REGISTRY_JOURNAL_CHECKPOINT_KEY": secrets.token_urlsafe(32),
              "REGISTRY_JOURNAL_CHECKPOINT_INTERVAL_SECONDS": "1",
-             "REGISTRY_SWEEP_INTERVAL_SECONDS": "0.2"},
+             "REGISTRY_SWEEP_INTERVAL_SECONDS": "0.2",
+             "REGISTRY_SMTP_HOST": mailbox.host, "REGISTRY_SMTP_PORT": str(mailbox.port),
+             "REGISTRY_WEBHOOK_CA_FILE": str(webhook_ca[1]), "REGISTRY_DELIVERY_POLL_SECONDS": "0.2",
+             "REGISTRY_DELIVERY_RETRY_BASE_SECONDS": "0.5", "REGISTRY_DELIVERY_RETRY_MAX_SECONDS": "2",
+             "REGISTRY_DELIVERY_GIVE_UP_AFTER_SECONDS": "8", "REGISTRY_DELIVERY_LEASE_SECONDS": "3"},
         fault_dir=run_dir / "faults",
         extra_workers={"accounts": [ports[13]]},  # two ledger workers compete for the same commands
     )

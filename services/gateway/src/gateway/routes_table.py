@@ -123,6 +123,9 @@ def default_routes() -> list[Route]:
         Route("/api/v1/ledger", "accounts"),
         Route("/api/v1/units", "accounts", roles=OVERSIGHT),
         Route("/api/v1/transfers", "transfers"),
+        # The current user's inbox and preferences; webhook subscriptions (notifications checks who may).
+        Route("/api/v1/notifications", "notifications"),
+        Route("/api/v1/webhook-subscriptions", "notifications"),
         # Accounts, their holders and representatives: every role reads what it may (participants their
         # own accounts); the accounts service checks who may change what, account by account.
         Route("/api/v1/accounts", "accounts"),

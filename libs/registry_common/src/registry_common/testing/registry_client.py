@@ -1,0 +1,156 @@
+"""The whole registry as a person reaches it, through the gateway: for system tests and benchmarks.
+
+A *party* is a user who represents one approved account with every right (created by the
+administrator, signed in with its own password); the authority funds it from the cap account; transfers
+are requested, polled, accepted, rejected or cancelled with the parties' own tokens.
+
+    async with RegistryClient.open(gateway_url, admin_password=..., authority_token=...,
+                                   transfers_dsn=...) as registry:
+        sender, receiver = await registry.party(), await registry.party("intermediary", "intermediary")
+        await registry.fund(sender, 100)
+        transfer = (await registry.transfer(sender, receiver, 30)).json()
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from uuid import uuid4
+
+import asyncpg
+import httpx
+
+from registry_common.testing.fixtures import wait_for
+
+PASSWORD = "correct-horse-battery-staple"
+FINAL_STATES = frozenset({"completed", "reversed", "failed"})
+
+
+@dataclass(frozen=True)
+class Party:
+    account_id: str
+    user_id: str
+    headers: dict[str, str]
+
+
+def rfc() -> str:
+    """A made-up Mexican RFC of a company (3 letters, date, 3-character homoclave)."""
+    letters = "".join(secrets.choice(string.ascii_uppercase) for _ in range(3))
+    homoclave = secrets.choice(string.ascii_uppercase) + secrets.choice(string.digits)
+    return f"{letters}200101{homoclave}{secrets.choice('0123456789A')}"
+
+
+class RegistryClient:
+    def __init__(self, http: httpx.AsyncClient, gateway_url: str, *, admin: dict[str, str],
+                 authority: dict[str, str], transfers_db: asyncpg.Pool):
+        self.http = http
+        self.gateway_url = gateway_url
+        self.admin = admin
+        self.authority = authority
+        self.transfers_db = transfers_db  # to see when transfers' read model knows a new account
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, gateway_url: str, *, admin_password: str, authority_token: str, transfers_dsn: str,
+                   connections: int = 100, request_timeout: float = 30.0) -> AsyncIterator[RegistryClient]:
+        """Sign in as the first administrator (``admin``); ``authority_token`` funds parties."""
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        async with httpx.AsyncClient(timeout=request_timeout, limits=limits) as http, \
+                asyncpg.create_pool(transfers_dsn, min_size=1, max_size=4) as pool:
+            signed_in = await http.post(f"{gateway_url}/api/v1/auth/token",
+                                        json={"username": "admin", "password": admin_password})
+            assert signed_in.status_code == 200, signed_in.text
+            admin = {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
+            yield cls(http, gateway_url, admin=admin, authority={"Authorization": f"Bearer {authority_token}"},
+                      transfers_db=pool)
+
+    async def call(self, method: str, path: str, headers: dict[str, str], body: Any = None, *, key: bool = False,
+                   expect: int | None = None, params: dict[str, Any] | None = None) -> httpx.Response:
+        """One request through the gateway; ``key`` adds a fresh Idempotency-Key; ``expect`` asserts the status."""
+        extra = {"Idempotency-Key": str(uuid4())} if key else {}
+        answer = await self.http.request(method, f"{self.gateway_url}{path}", json=body, params=params,
+                                         headers={**headers, **extra})
+        if expect is not None:
+            assert answer.status_code == expect, f"{method} {path}: {answer.status_code} {answer.text}"
+        return answer
+
+    # Parties -------------------------------------------------------------------------------------
+    async def party(self, kind: str = "installation", role: str = "installation") -> Party:
+        """A new user representing a new approved account of ``kind`` with initiate, approve and view;
+        returned once transfers' read model knows the account and the representative."""
+        username = f"rep-{uuid4().hex[:10]}"
+        user = (await self.call("POST", "/api/v1/users", self.admin, {
+            "username": username, "display_name": "Representante", "email": f"{username}@example.mx",
+            "roles": [role], "password": PASSWORD}, expect=201)).json()
+        account = (await self.call("POST", "/api/v1/accounts", self.admin, {
+            "kind": kind, "name": f"Empresa {username}", "holder": {
+                "name": f"Empresa {username} S.A. de C.V.", "tax_id": rfc(), "address": "Av. Reforma 1, CDMX",
+                "contacts": [{"name": "Contacto", "email": f"c-{username}@example.mx"}]}}, expect=201)).json()
+        await self.call("POST", f"/api/v1/accounts/{account['id']}/approve", self.admin, {}, expect=200)
+        linked = await self.call("POST", f"/api/v1/accounts/{account['id']}/representatives", self.admin,
+                                 {"user_id": user["id"], "rights": ["initiate", "approve", "view"]})
+        assert linked.status_code in (200, 201), linked.text
+        token = (await self.call("POST", "/api/v1/auth/token", {}, {"username": username, "password": PASSWORD},
+                                 expect=200)).json()["access_token"]
+        await wait_for(lambda: self.transfers_db.fetchval(
+            "SELECT count(*) FROM known_representatives WHERE account_id = $1", account["id"]),
+            timeout=60, what=f"transfers to learn of account {account['id']} and its representative")
+        return Party(account["id"], user["id"], {"Authorization": f"Bearer {token}", "Accept-Language": "en"})
+
+    async def fund(self, party: Party, units: int) -> None:
+        """Issue ``units`` allowances of 2021 into the cap account and allocate them to the party."""
+        await self.call("POST", "/api/v1/ledger/movements", self.authority, {
+            "kind": "issuance", "to_account_id": "SYS-CAP", "unit_type": "allowance", "vintage": 2021,
+            "quantity": units}, key=True, expect=201)
+        await self.call("POST", "/api/v1/ledger/movements", self.authority, {
+            "kind": "allocation", "from_account_id": "SYS-CAP", "to_account_id": party.account_id,
+            "unit_type": "allowance", "quantity": units}, key=True, expect=201)
+
+    async def balance(self, party: Party) -> int:
+        answer = await self.call("GET", f"/api/v1/accounts/{party.account_id}/holdings", self.authority,
+                                 expect=200)
+        return int(answer.json()["total"])
+
+    # Transfers -----------------------------------------------------------------------------------
+    async def transfer(self, sender: Party, receiver: Party, quantity: Any, **extra: Any) -> httpx.Response:
+        return await self.call("POST", "/api/v1/transfers", sender.headers, {
+            "sender_account_id": sender.account_id, "receiver_account_id": receiver.account_id,
+            "unit_type": "allowance", "quantity": quantity, **extra}, key=True)
+
+    async def act(self, transfer_id: str, action: str, who: Party) -> httpx.Response:
+        """accept | reject | cancel | approve | decline."""
+        return await self.call("POST", f"/api/v1/transfers/{transfer_id}/{action}", who.headers)
+
+    async def state(self, transfer_id: str, who: Party) -> dict[str, Any]:
+        return (await self.call("GET", f"/api/v1/transfers/{transfer_id}", who.headers, expect=200)).json()
+
+    async def reaches(self, transfer_id: str, who: Party, states: str | Collection[str], *, within: float = 60.0,
+                      interval: float = 0.05) -> dict[str, Any]:
+        """Poll until the transfer is in one of ``states`` (at most ``within`` seconds); returns it."""
+        wanted = {states} if isinstance(states, str) else set(states)
+
+        async def check() -> dict[str, Any] | None:
+            current = await self.state(transfer_id, who)
+            return current if current["state"] in wanted else None
+
+        return await wait_for(check, timeout=within, interval=interval,
+                              what=f"transfer {transfer_id} to be {' or '.join(sorted(wanted))}")
+
+    # Checks --------------------------------------------------------------------------------------
+    async def reconciliation(self) -> dict[str, Any]:
+        return (await self.call("GET", "/api/v1/transfers/reconciliation", self.authority, expect=200)).json()
+
+    async def ledger_audit(self) -> dict[str, Any]:
+        return (await self.call("GET", "/api/v1/ledger/audit", self.authority, expect=200)).json()
+
+    async def all_final(self, *, within: float = 60.0) -> dict[str, Any]:
+        """Wait (at most ``within`` seconds) until every transfer is final; returns the reconciliation."""
+        async def check() -> dict[str, Any] | None:
+            report = await self.reconciliation()
+            return report if report["final"] == report["transfers"] else None
+
+        return await wait_for(check, timeout=within, interval=0.25, what="every transfer to be final")

@@ -1,0 +1,164 @@
+"""The delivery worker: a periodic task claims due e-mail and webhook rows (``FOR UPDATE SKIP LOCKED``,
+leased for ``delivery_lease_seconds``, committed), sends them outside any transaction, then records each
+attempt and the row's new state. A worker killed mid-send leaves the lease to expire: the row is sent
+again with the same Message-ID / webhook-id (at least once; receivers drop repeats)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiosmtplib
+import httpx
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from notifications.domain.addresses import TargetRefused, check_addresses, check_url
+from notifications.domain.backoff import next_attempt
+from notifications.domain.signing import headers as signed_headers
+from notifications.tables import delivery_attempts, notifications, webhook_subscriptions
+from registry_common.settings import Environment
+
+log = logging.getLogger("notifications.delivery")
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    started_at: datetime
+    finished_at: datetime
+    status_code: int | None = None
+    error: str | None = None
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port)
+    return sorted({info[4][0] for info in infos})
+
+
+async def check_target(url: str, production: bool) -> None:
+    """HTTPS, and in production a host whose every address is public (raises TargetRefused)."""
+    host = check_url(url)
+    parts = urlsplit(url)
+    try:
+        addresses = await resolve(host, parts.port or 443)
+    except OSError as exc:
+        raise TargetRefused("notification.webhook_unresolvable", f"{host} does not resolve") from exc
+    check_addresses(addresses, production=production)
+
+
+def email_message(row: Any, settings: Any) -> EmailMessage:
+    message = EmailMessage()
+    message.set_content(row.body)  # first: set_content replaces every Content-* header
+    message["From"] = settings.mail_from
+    message["To"] = row.address
+    message["Subject"] = row.subject
+    message["Message-ID"] = row.stable_id
+    message["Date"] = format_datetime(row.occurred_at)
+    message["Content-Language"] = row.language
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Registry-Event-ID"] = str(row.event_id)
+    message["X-Registry-Notification"] = row.notification_type
+    return message
+
+
+async def send_email(row: Any, settings: Any) -> Outcome:
+    started = datetime.now(UTC)
+    try:
+        await aiosmtplib.send(email_message(row, settings), hostname=settings.smtp_host, port=settings.smtp_port,
+                              use_tls=False, start_tls=settings.smtp_starttls,
+                              timeout=settings.smtp_timeout_seconds)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        return Outcome(False, started, datetime.now(UTC), error=f"smtp: {exc!r}"[:2000])
+    return Outcome(True, started, datetime.now(UTC))
+
+
+async def send_webhook(row: Any, secret: str | None, client: httpx.AsyncClient, settings: Any) -> Outcome:
+    started = datetime.now(UTC)
+    if secret is None:
+        return Outcome(False, started, datetime.now(UTC), error="the subscription no longer exists")
+    try:
+        await check_target(row.address, settings.environment is Environment.PRODUCTION)
+    except TargetRefused as refused:
+        return Outcome(False, started, datetime.now(UTC), error=f"{refused.code}: {refused}")
+    timestamp = int(time.time())
+    try:
+        answer = await client.post(row.address, content=row.body.encode(),
+                                   headers=signed_headers(secret, row.stable_id, timestamp, row.body))
+    except httpx.HTTPError as exc:
+        return Outcome(False, started, datetime.now(UTC), error=f"http: {exc!r}"[:2000])
+    ok = 200 <= answer.status_code < 300
+    return Outcome(ok, started, datetime.now(UTC), status_code=answer.status_code,
+                   error=None if ok else f"answered {answer.status_code}: {answer.text[:200]}")
+
+
+def http_client(settings: Any) -> httpx.AsyncClient:
+    verify: Any = True
+    if settings.webhook_ca_file is not None:
+        verify = ssl.create_default_context(cafile=str(settings.webhook_ca_file))
+    return httpx.AsyncClient(verify=verify, timeout=settings.webhook_timeout_seconds, follow_redirects=False)
+
+
+async def claim(engine: AsyncEngine, settings: Any, now: datetime) -> list[Any]:
+    lease = now + timedelta(seconds=settings.delivery_lease_seconds)
+    async with engine.begin() as conn:
+        due = (select(notifications.c.id).where(notifications.c.state == "pending",
+                                                notifications.c.next_attempt_at <= now)
+               .order_by(notifications.c.next_attempt_at).limit(settings.delivery_batch_size)
+               .with_for_update(skip_locked=True))
+        return list((await conn.execute(
+            update(notifications).where(notifications.c.id.in_(due.scalar_subquery()))
+            .values(next_attempt_at=lease, attempts=notifications.c.attempts + 1).returning(notifications)
+        )).all())
+
+
+async def deliver_due(ctx: Any) -> int:
+    """One round: claim, send concurrently, record. Returns how many were attempted."""
+    settings, engine = ctx.settings, ctx.engine
+    rows = await claim(engine, settings, datetime.now(UTC))
+    if not rows:
+        return 0
+    hook_ids = {r.subscription_id for r in rows if r.channel == "webhook"}
+    secrets: dict[Any, str] = {}
+    if hook_ids:
+        async with engine.connect() as conn:
+            secrets = {s.id: s.secret for s in (await conn.execute(
+                select(webhook_subscriptions.c.id, webhook_subscriptions.c.secret)
+                .where(webhook_subscriptions.c.id.in_(hook_ids)))).all()}
+    async with http_client(settings) as client:
+        outcomes = await asyncio.gather(*(
+            send_email(r, settings) if r.channel == "email"
+            else send_webhook(r, secrets.get(r.subscription_id), client, settings) for r in rows))
+    async with engine.begin() as conn:
+        for row, outcome in zip(rows, outcomes, strict=True):
+            await record(conn, row, outcome, settings)
+    return len(rows)
+
+
+async def record(conn: Any, row: Any, outcome: Outcome, settings: Any) -> None:
+    if outcome.ok:
+        values: dict[str, Any] = {"state": "delivered", "delivered_at": outcome.finished_at, "next_attempt_at": None,
+                                  "last_error": None}
+        result = "delivered"
+    else:
+        when = next_attempt(outcome.finished_at, row.attempts, settings.delivery_retry_base_seconds,
+                            settings.delivery_retry_max_seconds, row.give_up_at)
+        if when is None:
+            values, result = {"state": "failed", "next_attempt_at": None, "last_error": outcome.error}, "gave_up"
+        else:
+            values, result = {"next_attempt_at": when, "last_error": outcome.error}, "failed"
+    await conn.execute(insert(delivery_attempts).values(
+        notification_id=row.id, attempt=row.attempts, started_at=outcome.started_at,
+        finished_at=outcome.finished_at, outcome=result, status_code=outcome.status_code, error=outcome.error))
+    await conn.execute(update(notifications).where(notifications.c.id == row.id,
+                                                   notifications.c.state == "pending").values(**values))
+    if result != "delivered":
+        log.warning("delivery %s attempt %s %s: %s", row.id, row.attempts, result, outcome.error)

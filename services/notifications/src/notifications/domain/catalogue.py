@@ -1,0 +1,50 @@
+"""Which event becomes which notification, for whom (README, "Notifications"): the parties are accounts
+(each active representative of the account, by e-mail and inbox, and the account's webhooks), plus the
+authority's configured recipients for the events that concern it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from registry_contracts import Message
+from registry_contracts.issuance import AllocationDelivered
+from registry_contracts.transfers import (
+    TransferAcceptanceReminder,
+    TransferAwaitingAcceptance,
+    TransferCompleted,
+    TransferFailed,
+    TransferReversed,
+)
+
+Party = tuple[str, str]  # (account_id, side)
+
+
+def _both(message: Any) -> list[Party]:
+    return [(message.sender_account_id, "sender"), (message.receiver_account_id, "receiver")]
+
+
+def _sender(message: Any) -> list[Party]:
+    return [(message.sender_account_id, "sender")]
+
+
+def _installation(message: Any) -> list[Party]:
+    return [(message.installation_account_id, "installation")]
+
+
+@dataclass(frozen=True)
+class Rule:
+    notification_type: str  # the template's name
+    parties: Callable[[Any], list[Party]]
+    authority: bool = False  # also the authority's configured recipients (e-mail)
+
+
+RULES: dict[type[Message], Rule] = {
+    TransferAwaitingAcceptance: Rule("transfer_proposed", _both),
+    TransferAcceptanceReminder: Rule("transfer_reminder", _both),
+    TransferCompleted: Rule("transfer_accepted", _both),
+    TransferReversed: Rule("transfer_reversed", _both),  # worded by reason
+    TransferFailed: Rule("transfer_failed", _sender),
+    AllocationDelivered: Rule("allocation_delivered", _installation),
+}

@@ -1,0 +1,165 @@
+"""Notifications' handlers: read models from accounts' events, and every notified event turned into one
+row per (event, recipient, channel) in the consumer's transaction. Nothing leaves the process here: the
+delivery worker sends e-mails and webhooks later (outbox pattern for side effects)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from notifications.domain.catalogue import RULES, Rule
+from notifications.domain.signing import message_id, webhook_id
+from notifications.rendering import language_of, render
+from notifications.tables import (
+    known_accounts,
+    known_representatives,
+    known_users,
+    notifications,
+    webhook_subscriptions,
+)
+from registry_common.messaging.consumer import HandlerContext
+from registry_contracts import Message
+from registry_contracts.accounts import (
+    AccountClosed,
+    AccountOpened,
+    AccountReactivated,
+    AccountSuspended,
+    RepresentativeLinked,
+    RepresentativeUnlinked,
+    UserDeactivated,
+    UserRegistered,
+    UserUpdated,
+)
+
+
+# Read models ------------------------------------------------------------------------------------
+async def on_user(conn: AsyncConnection, message: UserRegistered | UserUpdated, ctx: HandlerContext) -> None:
+    values = {"username": message.username, "display_name": message.display_name, "email": message.email,
+              "language": language_of(message.language), "roles": sorted(message.roles), "active": message.active}
+    await conn.execute(pg_insert(known_users).values(user_id=message.user_id, **values).on_conflict_do_update(
+        index_elements=["user_id"], set_={**values, "updated_at": func.now()}))
+
+
+async def on_user_deactivated(conn: AsyncConnection, message: UserDeactivated, ctx: HandlerContext) -> None:
+    await conn.execute(update(known_users).where(known_users.c.user_id == message.user_id)
+                       .values(active=False, updated_at=func.now()))
+
+
+async def on_account_opened(conn: AsyncConnection, message: AccountOpened, ctx: HandlerContext) -> None:
+    values = {"kind": message.kind, "name": message.name, "state": "active",
+              "installation_id": message.installation_id}
+    await conn.execute(pg_insert(known_accounts).values(account_id=message.account_id, **values)
+                       .on_conflict_do_update(index_elements=["account_id"], set_=values))
+
+
+async def _account_state(conn: AsyncConnection, account_id: str, state: str) -> None:
+    await conn.execute(update(known_accounts).where(known_accounts.c.account_id == account_id)
+                       .values(state=state, updated_at=func.now()))
+
+
+async def on_account_suspended(conn: AsyncConnection, message: AccountSuspended, ctx: HandlerContext) -> None:
+    await _account_state(conn, message.account_id, "suspended")
+
+
+async def on_account_reactivated(conn: AsyncConnection, message: AccountReactivated, ctx: HandlerContext) -> None:
+    await _account_state(conn, message.account_id, "active")
+
+
+async def on_account_closed(conn: AsyncConnection, message: AccountClosed, ctx: HandlerContext) -> None:
+    await _account_state(conn, message.account_id, "closed")
+
+
+async def on_representative_linked(conn: AsyncConnection, message: RepresentativeLinked,
+                                   ctx: HandlerContext) -> None:
+    await conn.execute(pg_insert(known_representatives).values(
+        account_id=message.account_id, user_id=message.user_id, rights=sorted(message.rights),
+    ).on_conflict_do_update(index_elements=["account_id", "user_id"], set_={"rights": sorted(message.rights)}))
+
+
+async def on_representative_unlinked(conn: AsyncConnection, message: RepresentativeUnlinked,
+                                     ctx: HandlerContext) -> None:
+    await conn.execute(known_representatives.delete().where(
+        known_representatives.c.account_id == message.account_id,
+        known_representatives.c.user_id == message.user_id))
+
+
+# Notified events -----------------------------------------------------------------------------------
+def webhook_body(*, event_id: UUID, event_type: str, occurred_at: datetime, notification_type: str,
+                 account_id: str, side: str, facts: dict[str, Any]) -> str:
+    """The JSON POSTed to a webhook (Standard Webhooks' type/timestamp/data), fixed once: every retry
+    sends the same bytes."""
+    return json.dumps({"type": event_type, "timestamp": occurred_at.isoformat(), "data": {
+        "event_id": str(event_id), "notification_type": notification_type, "account_id": account_id,
+        "side": side, **facts}}, separators=(",", ":"), sort_keys=True, default=str)
+
+
+async def _record(conn: AsyncConnection, **values: Any) -> bool:
+    """One row per (event, recipient, channel): a second try inserts nothing."""
+    inserted = await conn.execute(pg_insert(notifications).values(id=uuid4(), **values)
+                                  .on_conflict_do_nothing(constraint="uq_notifications_once")
+                                  .returning(notifications.c.id))
+    return inserted.first() is not None
+
+
+async def notify(conn: AsyncConnection, message: Message, ctx: HandlerContext) -> None:
+    rule: Rule = RULES[type(message)]
+    envelope, settings = ctx.envelope, ctx.settings
+    event_id, event_type = UUID(str(envelope.message_id)), type(message).routing_key()
+    occurred_at = envelope.occurred_at
+    now = datetime.now(occurred_at.tzinfo)
+    give_up_at = now + timedelta(seconds=settings.delivery_give_up_after_seconds)
+    facts = message.model_dump(mode="json")
+    common = {"event_id": event_id, "event_type": event_type, "notification_type": rule.notification_type,
+              "occurred_at": occurred_at}
+    pending = {"state": "pending", "next_attempt_at": now, "give_up_at": give_up_at}
+    timezone = settings.programme_timezone
+    for account_id, side in rule.parties(message):
+        people = (await conn.execute(
+            select(known_users).join(known_representatives, known_representatives.c.user_id == known_users.c.user_id)
+            .where(known_representatives.c.account_id == account_id, known_users.c.active)
+            .order_by(known_users.c.user_id))).all()
+        for person in people:
+            recipient = f"user:{person.user_id}"
+            language = language_of(person.language)
+            subject, body = render(rule.notification_type, language, facts, side=side, timezone=timezone)
+            base = {**common, "recipient": recipient, "user_id": person.user_id, "account_id": account_id,
+                    "language": language, "subject": subject, "body": body}
+            await _record(conn, **base, channel="inbox", address=None, state="delivered", delivered_at=now,
+                          stable_id=str(webhook_id(event_id, recipient)))
+            if person.email and person.email_enabled:
+                await _record(conn, **base, **pending, channel="email", address=person.email,
+                              stable_id=message_id(event_id, recipient, settings.message_id_domain))
+        hooks = (await conn.execute(select(webhook_subscriptions).where(
+            webhook_subscriptions.c.account_id == account_id, webhook_subscriptions.c.active)
+            .order_by(webhook_subscriptions.c.id))).all()
+        for hook in hooks:
+            recipient = f"webhook:{hook.id}"
+            body = webhook_body(event_id=event_id, event_type=event_type, occurred_at=occurred_at,
+                                notification_type=rule.notification_type, account_id=account_id, side=side,
+                                facts=facts)
+            await _record(conn, **common, **pending, recipient=recipient, channel="webhook", account_id=account_id,
+                          subscription_id=hook.id, address=hook.url, language="en", subject=rule.notification_type,
+                          body=body, stable_id=webhook_id(event_id, recipient))
+    if rule.authority:
+        for address in settings.authority_addresses:
+            recipient = f"authority:{address.lower()}"
+            language = settings.authority_language
+            subject, body = render(rule.notification_type, language, facts, side="authority", timezone=timezone)
+            await _record(conn, **common, **pending, recipient=recipient, channel="email", address=address,
+                          language=language, subject=subject, body=body,
+                          stable_id=message_id(event_id, recipient, settings.message_id_domain))
+
+
+SUBSCRIPTIONS: dict[type[Message], Any] = {
+    UserRegistered: on_user, UserUpdated: on_user, UserDeactivated: on_user_deactivated,
+    AccountOpened: on_account_opened, AccountSuspended: on_account_suspended,
+    AccountReactivated: on_account_reactivated, AccountClosed: on_account_closed,
+    RepresentativeLinked: on_representative_linked, RepresentativeUnlinked: on_representative_unlinked,
+    **dict.fromkeys(RULES, notify),
+}
