@@ -223,3 +223,46 @@ async def test_a_batch_applies_each_line_or_refuses_it_in_one_transaction(ledger
     assert rows[1].p["code"] == "ledger.insufficient_units" and rows[1].p["batch_id"] == str(batch.batch_id)
     assert (await ledger_api.total(a), await ledger_api.total(c)) == (start_a - 4, start_c + 4)
     assert (await ledger_api.audit())["ok"]
+
+
+async def test_a_large_batch_is_set_based_and_keeps_every_invariant(ledger_api: Ledger, provisioned_services):
+    from accounts.commands import on_move_units_batch
+    from registry_common.clock import ProgrammeClock
+    from registry_common.messaging.consumer import HandlerContext
+    from registry_common.messaging.envelope import Envelope
+    from registry_common.messaging.outbox import Outbox
+    from registry_contracts.accounts import MoveUnits, MoveUnitsBatch
+
+    cap, a, b, c = (ledger_api.account(n) for n in ("CAP", "A", "B", "C"))
+    await ledger_api.move("issuance", cap, 500, vintage=2022)
+    before = {x: await ledger_api.total(x) for x in (cap, a, b, c)}
+    repeated = uuid4()
+
+    def line(to: str, quantity: int, movement_id: Any = None, **extra: Any) -> MoveUnits:
+        return MoveUnits(movement_id=movement_id or uuid4(), kind="allocation", from_account_id=cap, to_account_id=to,
+                         unit_type="allowance", quantity=quantity, actor="authority-1", **extra)
+
+    lines = [line(a if n % 2 else b, 3) for n in range(300)]
+    lines += [line(a, 5, repeated), line(a, 5, repeated),  # the second is a duplicate
+              line("NO-SUCH", 1), line(c, 1),  # unknown account; a trading account cannot receive allocation
+              line(b, 7, vintage=2022), line(a, 10**9)]  # a vintage-specific line; more than the cap holds
+    batch = MoveUnitsBatch(batch_id=uuid4(), lines=lines)
+    settings = settings_from_env(provisioned_services, "accounts")
+    engine = make_engine(settings.app_database_url, pool_size=0, application_name="batch-test")
+    context = HandlerContext(Envelope.wrap(batch, producer="issuance"), Outbox("accounts"), ProgrammeClock(None),
+                             settings)
+    async with engine.begin() as conn:
+        await on_move_units_batch(conn, batch, context)
+        rows = (await conn.execute(text(
+            "SELECT routing_key, envelope->'payload'->>'code' AS code FROM outbox "
+            "WHERE envelope->>'causation_id' = :m ORDER BY id"), {"m": str(context.envelope.message_id)})).all()
+    await engine.dispose()
+    assert len(rows) == len(lines)
+    refused = [r.code for r in rows if r.routing_key == "accounts.movement_refused.v1"]
+    assert refused == ["ledger.duplicate_movement", "ledger.account_not_found", "ledger.receiver_kind_not_allowed",
+                       "ledger.insufficient_units"]
+    moved = 300 * 3 + 5 + 7
+    after = {x: await ledger_api.total(x) for x in (cap, a, b, c)}
+    assert after[cap] == before[cap] - moved and after[c] == before[c]
+    assert after[a] + after[b] == before[a] + before[b] + moved
+    assert (await ledger_api.audit())["ok"]

@@ -67,8 +67,16 @@ async def on_move_units(conn: AsyncConnection, command: MoveUnits, ctx: HandlerC
 
 
 async def on_move_units_batch(conn: AsyncConnection, command: MoveUnitsBatch, ctx: HandlerContext) -> None:
-    """Every line in this one transaction, each in its own savepoint: a result per line."""
-    frozen = await ledger.ledger_is_frozen(conn)
+    """Every line in this one transaction, a result per line (``units_moved`` or ``movement_refused``)."""
+    if not any(line.serial_range for line in command.lines):
+        outcomes = await ledger.move_units_batch(conn, list(command.lines), actor_of(ctx, "ledger"))
+        await ctx.publish_many(conn, [
+            MovementRefused(command="move_units_batch", reference_id=line.movement_id, code=outcome.code,
+                            detail=_detail(outcome), batch_id=command.batch_id)
+            if isinstance(outcome, Refusal) else outcome.model_copy(update={"batch_id": command.batch_id})
+            for line, outcome in zip(command.lines, outcomes, strict=True)])
+        return
+    frozen = await ledger.ledger_is_frozen(conn)  # lines naming serial ranges: one savepoint each
     for line in command.lines:
         outcome = await attempt(conn, lambda line=line: ledger.move_units(
             conn, line, actor_of(ctx, line.actor), frozen=frozen))

@@ -117,3 +117,14 @@ def test_readable_serials_round_trip():
     assert parse_serial("MX-DE-2021-000000000001") == 1 and parse_serial("77") == 77
     with pytest.raises(Refusal):
         parse_serial("MX-DE-2021-abc")
+
+
+def test_requests_in_order_each_see_what_the_previous_left():
+    from accounts.domain.ledger import take_in_order
+
+    served = take_in_order(BLOCKS, [(15, None), (100, None), (5, 2022), (10, 2021), (50, None)])
+    assert [(t.start, t.end) for t in served[0]] == [(10, 19), (500, 504)]
+    assert isinstance(served[1], Refusal) and served[1].code == "ledger.insufficient_units"
+    assert [(t.start, t.end) for t in served[2]] == [(100, 104)]
+    assert isinstance(served[3], Refusal)  # only 5 of vintage 2021 are left
+    assert [(t.start, t.end) for t in served[4]] == [(505, 509), (105, 149)]

@@ -57,8 +57,11 @@ class HandlerContext:
 
     async def publish(self, conn: AsyncConnection, message: Message) -> Envelope:
         """Write a message caused by this one (same correlation, causation = this message)."""
-        return await self.outbox.add(
-            conn, message, correlation_id=self.envelope.correlation_id, causation_id=self.envelope.message_id
+        return (await self.publish_many(conn, [message]))[0]
+
+    async def publish_many(self, conn: AsyncConnection, messages: list[Message]) -> list[Envelope]:
+        return await self.outbox.add_many(
+            conn, messages, correlation_id=self.envelope.correlation_id, causation_id=self.envelope.message_id
         )
 
 

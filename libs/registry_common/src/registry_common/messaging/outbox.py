@@ -42,21 +42,25 @@ class Outbox:
         self, conn: AsyncConnection, message: Message, *, correlation_id: str | None = None,
         causation_id: UUID | None = None,
     ) -> Envelope:
-        envelope = Envelope.wrap(
-            message,
-            producer=self.producer,
-            correlation_id=correlation_id or correlation_id_var.get(),
-            causation_id=causation_id or causation_id_var.get(),
-        )
-        await conn.execute(
-            insert(outbox).values(
-                message_id=envelope.message_id,
-                exchange=EVENTS if message.KIND == "event" else COMMANDS,
-                routing_key=envelope.routing_key,
-                envelope=envelope.model_dump(mode="json"),
-            )
-        )
-        return envelope
+        return (await self.add_many(conn, [message], correlation_id=correlation_id, causation_id=causation_id))[0]
+
+    async def add_many(
+        self, conn: AsyncConnection, messages: list[Message], *, correlation_id: str | None = None,
+        causation_id: UUID | None = None,
+    ) -> list[Envelope]:
+        """Several messages in one round trip (a batch's results)."""
+        envelopes = [
+            Envelope.wrap(message, producer=self.producer, correlation_id=correlation_id or correlation_id_var.get(),
+                          causation_id=causation_id or causation_id_var.get())
+            for message in messages
+        ]
+        if envelopes:
+            await conn.execute(insert(outbox), [
+                {"message_id": e.message_id, "exchange": EVENTS if m.KIND == "event" else COMMANDS,
+                 "routing_key": e.routing_key, "envelope": e.model_dump(mode="json")}
+                for e, m in zip(envelopes, messages, strict=True)
+            ])
+        return envelopes
 
 
 class Publisher:

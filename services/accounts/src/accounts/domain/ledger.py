@@ -223,3 +223,26 @@ def parse_serial(text: str) -> int:
     if not tail.isdigit() or int(tail) < 1:
         raise Refusal("ledger.invalid_serial", field="serial", serial=text)
     return int(tail)
+
+
+def take_in_order(blocks: Sequence[Block], requests: Sequence[tuple[int, int | None]]) -> list[list[Take] | Refusal]:
+    """Serve ``(quantity, vintage)`` requests one after another from the same blocks, as separate movements
+    would: each sees what the ones before it left (oldest vintage, lowest serial first). A request that
+    cannot be served is refused and takes nothing."""
+    left = {b.id: b for b in sorted(blocks, key=lambda b: (b.vintage, b.start))}
+    results: list[list[Take] | Refusal] = []
+    for quantity, vintage in requests:
+        candidates = [b for b in left.values() if vintage is None or b.vintage == vintage]
+        try:
+            takes = take_quantity(candidates, quantity)
+        except Refusal as refusal:
+            results.append(refusal)
+            continue
+        for take in takes:
+            rest = Block(take.block.id, take.block.vintage, take.block.origin, take.end + 1, take.block.end)
+            if rest.start > rest.end:
+                del left[take.block.id]
+            else:
+                left[take.block.id] = rest
+        results.append(takes)
+    return results
