@@ -218,9 +218,11 @@ async def test_a_batch_applies_each_line_or_refuses_it_in_one_transaction(ledger
             "SELECT routing_key, envelope->'payload' AS p FROM outbox WHERE envelope->>'causation_id' = :m "
             "ORDER BY id"), {"m": str(context.envelope.message_id)})).all()
     await engine.dispose()
-    assert [r.routing_key for r in rows] == ["accounts.units_moved.v1", "accounts.movement_refused.v1",
-                                            "accounts.units_moved.v1"]
-    assert rows[1].p["code"] == "ledger.insufficient_units" and rows[1].p["batch_id"] == str(batch.batch_id)
+    assert [r.routing_key for r in rows] == ["accounts.units_moved_batch.v1"]  # one answer, a result per line
+    results = rows[0].p["results"]
+    assert rows[0].p["batch_id"] == str(batch.batch_id)
+    assert [(r["moved"], r["code"]) for r in results] == [(True, None), (False, "ledger.insufficient_units"),
+                                                         (True, None)]
     assert (await ledger_api.total(a), await ledger_api.total(c)) == (start_a - 4, start_c + 4)
     assert (await ledger_api.audit())["ok"]
 
@@ -253,12 +255,13 @@ async def test_a_large_batch_is_set_based_and_keeps_every_invariant(ledger_api: 
                              settings)
     async with engine.begin() as conn:
         await on_move_units_batch(conn, batch, context)
-        rows = (await conn.execute(text(
-            "SELECT routing_key, envelope->'payload'->>'code' AS code FROM outbox "
-            "WHERE envelope->>'causation_id' = :m ORDER BY id"), {"m": str(context.envelope.message_id)})).all()
+        answer = (await conn.execute(text(
+            "SELECT envelope->'payload' AS p FROM outbox WHERE envelope->>'causation_id' = :m"),
+            {"m": str(context.envelope.message_id)})).one()
     await engine.dispose()
-    assert len(rows) == len(lines)
-    refused = [r.code for r in rows if r.routing_key == "accounts.movement_refused.v1"]
+    results = answer.p["results"]
+    assert [r["movement_id"] for r in results] == [str(line.movement_id) for line in lines]
+    refused = [r["code"] for r in results if not r["moved"]]
     assert refused == ["ledger.duplicate_movement", "ledger.account_not_found", "ledger.receiver_kind_not_allowed",
                        "ledger.insufficient_units"]
     moved = 300 * 3 + 5 + 7

@@ -262,3 +262,26 @@ class JournalCheckpointed(Event):
     chain_hash: str
     file: str
     signed_at: AwareDatetime
+
+
+class BatchLineResult(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    movement_id: UUID
+    movement_kind: str
+    from_account_id: str
+    to_account_id: str
+    quantity: int
+    moved: bool
+    blocks: list[MovedBlock] = Field(default_factory=list)  # when moved
+    code: str | None = None  # when refused
+    detail: str | None = None
+
+
+class UnitsMovedBatch(Event):
+    """The answer to ``move_units_batch``: one result per line, in the order of the lines, in one message
+    (bulk work is answered in bulk; ``units_moved`` / ``movement_refused`` answer single movements)."""
+
+    TYPE = "accounts.units_moved_batch"
+    VERSION = 1
+    batch_id: UUID
+    results: list[BatchLineResult]

@@ -14,6 +14,7 @@ from accounts.domain.ledger import Refusal
 from registry_common.messaging.consumer import HandlerContext
 from registry_contracts import Message
 from registry_contracts.accounts import (
+    BatchLineResult,
     HoldRefused,
     HoldUnits,
     IssueUnits,
@@ -22,6 +23,8 @@ from registry_contracts.accounts import (
     MoveUnitsBatch,
     ReleaseHold,
     SettleHold,
+    UnitsMoved,
+    UnitsMovedBatch,
 )
 
 
@@ -67,25 +70,24 @@ async def on_move_units(conn: AsyncConnection, command: MoveUnits, ctx: HandlerC
 
 
 async def on_move_units_batch(conn: AsyncConnection, command: MoveUnitsBatch, ctx: HandlerContext) -> None:
-    """Every line in this one transaction, a result per line (``units_moved`` or ``movement_refused``)."""
-    if not any(line.serial_range for line in command.lines):
-        outcomes = await ledger.move_units_batch(conn, list(command.lines), actor_of(ctx, "ledger"))
-        await ctx.publish_many(conn, [
-            MovementRefused(command="move_units_batch", reference_id=line.movement_id, code=outcome.code,
-                            detail=_detail(outcome), batch_id=command.batch_id)
-            if isinstance(outcome, Refusal) else outcome.model_copy(update={"batch_id": command.batch_id})
-            for line, outcome in zip(command.lines, outcomes, strict=True)])
-        return
-    frozen = await ledger.ledger_is_frozen(conn)  # lines naming serial ranges: one savepoint each
-    for line in command.lines:
-        outcome = await attempt(conn, lambda line=line: ledger.move_units(
-            conn, line, actor_of(ctx, line.actor), frozen=frozen))
+    """Every line in this one transaction; the answer is one ``units_moved_batch`` event with a result per
+    line, in order (moved with its blocks, or refused with its code)."""
+    if any(line.serial_range for line in command.lines):  # exact ranges: one savepoint per line
+        frozen = await ledger.ledger_is_frozen(conn)
+        outcomes = [await attempt(conn, lambda line=line: ledger.move_units(
+            conn, line, actor_of(ctx, line.actor), frozen=frozen)) for line in command.lines]
+    else:
+        outcomes = list(await ledger.move_units_batch(conn, list(command.lines), actor_of(ctx, "ledger")))
+    results = []
+    for line, outcome in zip(command.lines, outcomes, strict=True):
+        common = {"movement_id": line.movement_id, "movement_kind": line.kind, "from_account_id": line.from_account_id,
+                  "to_account_id": line.to_account_id, "quantity": line.quantity}
         if isinstance(outcome, Refusal):
-            await ctx.publish(conn, MovementRefused(command="move_units_batch", reference_id=line.movement_id,
-                                                    code=outcome.code, detail=_detail(outcome),
-                                                    batch_id=command.batch_id))
-        elif outcome is not None:
-            await ctx.publish(conn, outcome.model_copy(update={"batch_id": command.batch_id}))
+            results.append(BatchLineResult(**common, moved=False, code=outcome.code, detail=_detail(outcome)))
+        else:
+            assert isinstance(outcome, UnitsMoved)
+            results.append(BatchLineResult(**common, moved=True, blocks=outcome.blocks))
+    await ctx.publish(conn, UnitsMovedBatch(batch_id=command.batch_id, results=results))
 
 
 async def on_hold_units(conn: AsyncConnection, command: HoldUnits, ctx: HandlerContext) -> None:

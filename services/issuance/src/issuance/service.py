@@ -10,6 +10,7 @@ repeated or late event changes nothing.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -51,6 +52,7 @@ from registry_contracts.accounts import (
     MoveUnitsBatch,
     UnitsIssued,
     UnitsMoved,
+    UnitsMovedBatch,
 )
 from registry_contracts.issuance import (
     AllocationDelivered,
@@ -437,6 +439,46 @@ async def on_movement_refused(conn: AsyncConnection, event: MovementRefused, ctx
                                details={"movement_id": str(event.reference_id), "code": event.code})
 
 
+async def on_units_moved_batch(conn: AsyncConnection, event: UnitsMovedBatch, ctx: HandlerContext) -> None:
+    """The ledger's answer to an allocation batch, a result per line, applied set-based: the holdings deltas
+    of the system accounts, the delivered lines (one ``allocation_delivered`` each) and the refused ones.
+    Lines already settled (a repeated answer) match nothing and change nothing."""
+    deltas: dict[tuple[str, str, int], int] = defaultdict(int)
+    for result in event.results:
+        for block in result.blocks:
+            deltas[(result.from_account_id, block.unit_type, block.vintage)] -= block.quantity
+            deltas[(result.to_account_id, block.unit_type, block.vintage)] += block.quantity
+    for (account_id, unit_type, vintage), delta in deltas.items():
+        await _holding_delta(conn, account_id, unit_type, vintage, delta)
+    moved = [r.movement_id for r in event.results if r.moved and r.movement_kind == "allocation"]
+    delivered = (await conn.execute(
+        update(allocation_lines)
+        .where(allocation_lines.c.movement_id.in_(moved), allocation_lines.c.state == "sent")
+        .values(state="delivered", delivered_at=func.now())
+        .returning(allocation_lines.c.table_id, allocation_lines.c.account_id, allocation_lines.c.quantity,
+                   allocation_lines.c.movement_id))).all() if moved else []
+    tables = {}
+    for table_id in {line.table_id for line in delivered}:
+        tables[table_id] = (await conn.execute(
+            select(allocation_tables.c.method, allocation_tables.c.period_code, periods.c.vintage)
+            .join(periods, periods.c.code == allocation_tables.c.period_code)
+            .where(allocation_tables.c.id == table_id))).one()
+    await ctx.publish_many(conn, [AllocationDelivered(
+        table_id=line.table_id, period=tables[line.table_id].period_code, vintage=tables[line.table_id].vintage,
+        installation_account_id=line.account_id, quantity=line.quantity, movement_id=line.movement_id,
+        method=tables[line.table_id].method) for line in delivered])
+    for result in event.results:
+        if not result.moved and result.code != DUPLICATE:
+            refused = (await conn.execute(
+                update(allocation_lines)
+                .where(allocation_lines.c.movement_id == result.movement_id, allocation_lines.c.state == "sent")
+                .values(state="refused", code=result.code).returning(allocation_lines.c.table_id))).first()
+            if refused is not None:
+                await record_audit(conn, action="allocation.line_refused", entity_type="allocation_table",
+                                   entity_id=str(refused.table_id), actor="issuance",
+                                   details={"movement_id": str(result.movement_id), "code": result.code})
+
+
 SUBSCRIPTIONS: dict[Any, Any] = {
     AccountOpened: on_account_opened,
     AccountSuspended: on_account_suspended,
@@ -445,4 +487,5 @@ SUBSCRIPTIONS: dict[Any, Any] = {
     UnitsIssued: on_units_issued,
     UnitsMoved: on_units_moved,
     MovementRefused: on_movement_refused,
+    UnitsMovedBatch: on_units_moved_batch,
 }
