@@ -200,15 +200,20 @@ class UnitsMoved(Event):
     batch_id: UUID | None = None
 
 
-class UnitsHeld(Event):
-    TYPE = "accounts.units_held"
-    VERSION = 1
+class _HoldFacts(Event):
+    """What every event about a hold carries."""
+
     transfer_id: UUID
     hold_id: UUID
     sender_account_id: str
     receiver_account_id: str
     quantity: int
     blocks: list[MovedBlock]
+
+
+class UnitsHeld(_HoldFacts):
+    TYPE = "accounts.units_held"
+    VERSION = 1
 
 
 class HoldRefused(Event):
@@ -222,27 +227,15 @@ class HoldRefused(Event):
     detail: str | None = None
 
 
-class HoldSettled(Event):
+class HoldSettled(_HoldFacts):
     TYPE = "accounts.hold_settled"
     VERSION = 1
-    transfer_id: UUID
-    hold_id: UUID
-    sender_account_id: str
-    receiver_account_id: str
-    quantity: int
-    blocks: list[MovedBlock]
 
 
-class HoldReleased(Event):
+class HoldReleased(_HoldFacts):
     TYPE = "accounts.hold_released"
     VERSION = 1
-    transfer_id: UUID
-    hold_id: UUID
-    sender_account_id: str
-    receiver_account_id: str
-    quantity: int
     reason: str
-    blocks: list[MovedBlock]
 
 
 class MovementRefused(Event):
