@@ -12,6 +12,7 @@ MODULES: list[str] = [
     "bench.baseline",
     "bench.ledger",
     "bench.allocation",
+    "bench.transfers",
 ]
 
 

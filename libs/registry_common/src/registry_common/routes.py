@@ -37,8 +37,9 @@ def get_clock(request: Request) -> ProgrammeClock:
     return clock
 
 
-ReadConn = Annotated[AsyncConnection, Depends(read_connection)]
-WriteConn = Annotated[AsyncConnection, Depends(write_connection)]
+# scope="function": the transaction ends (commits) before the response is sent, never after it.
+ReadConn = Annotated[AsyncConnection, Depends(read_connection, scope="function")]
+WriteConn = Annotated[AsyncConnection, Depends(write_connection, scope="function")]
 ClockDep = Annotated[ProgrammeClock, Depends(get_clock)]
 Overseer = Annotated[Principal, Depends(require_roles(*OVERSIGHT_ROLES))]
 Administrator = Annotated[Principal, Depends(require_roles(Role.ADMINISTRATOR))]

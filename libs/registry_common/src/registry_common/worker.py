@@ -123,7 +123,7 @@ class Worker:
 
     async def readiness(self, app: FastAPI) -> tuple[bool, dict[str, Any]]:
         ok, checks = await database_readiness(app)
-        broker = self.connection is not None and not self.connection.is_closed
+        broker = self.connection is not None and self.connection.connected.is_set()
         checks["broker"] = "connected" if broker else "disconnected"
         checks["consumer"] = "attached" if self.consumer.attached and broker else "detached"
         checks["tasks"] = {t.get_name(): ("failed" if t.done() else "running") for t in self.tasks}

@@ -1,9 +1,10 @@
 """The unit ledger's operations: issue, move, hold, settle, release. One implementation serves the broker
 commands and the HTTP face. Each runs on the caller's transaction and touches O(blocks), never O(units).
 
-Locking: the sending account's row is locked (FOR UPDATE) for the whole movement, which serialises
-movements out of one account and makes "no negative holding" a matter of reading its blocks; the
-receiving account's row is locked FOR SHARE, so it cannot be closed underneath. Serials are placed with
+Locking: every account a movement takes units from or places units into is locked FOR UPDATE for the
+whole movement (two accounts in id order). That serialises movements out of one account, which makes
+"no negative holding" a matter of reading its blocks, and placements into one account, whose merging
+with adjacent blocks reads before it writes; and no account can be closed underneath. Serials are placed with
 an exclusion constraint behind them: a block in two places cannot be committed.
 """
 
@@ -119,6 +120,17 @@ async def lock_account(conn: AsyncConnection, account_id: str, *, field: str, sh
     if row is None:
         raise Refusal("ledger.account_not_found", field=field, account_id=account_id)
     return row
+
+
+async def lock_pair(conn: AsyncConnection, sender_id: str, receiver_id: str) -> tuple[Any, Any]:
+    """Both accounts of a movement, locked FOR UPDATE in id order (two opposite movements cannot
+    deadlock). Placing units into an account merges with its blocks, so the receiver is locked too."""
+    first, second = sorted((sender_id, receiver_id))
+    rows = {}
+    for account_id in (first, second):
+        field = "from_account_id" if account_id == sender_id else "to_account_id"
+        rows[account_id] = await lock_account(conn, account_id, field=field)
+    return rows[sender_id], rows[receiver_id]
 
 
 def installation_of(row: Any) -> str:
@@ -256,7 +268,7 @@ async def issue_units(conn: AsyncConnection, command: IssueUnits, actor: Actor) 
     settings_row = (await conn.execute(select(ledger_settings).where(ledger_settings.c.id == 1)
                                        .with_for_update())).one()  # issuance is rare: one counter is fine
     _check_frozen(rule, settings_row.frozen)
-    receiver = await lock_account(conn, command.to_account_id, field="to_account_id", share=True)
+    receiver = await lock_account(conn, command.to_account_id, field="to_account_id")
     check_receiver_state(receiver.id, receiver.state)
     rule.check(from_kind=None, to_kind=AccountKind(receiver.kind), unit_type=UnitType(command.unit_type))
     if await _already_recorded(conn, command.request_id):
@@ -292,8 +304,7 @@ async def move_units(conn: AsyncConnection, command: MoveUnits, actor: Actor, *,
     _check_frozen(rule, await ledger_is_frozen(conn) if frozen is None else frozen)
     if command.from_account_id == command.to_account_id:
         raise Refusal("ledger.same_account", field="to_account_id")
-    sender = await lock_account(conn, command.from_account_id, field="from_account_id")
-    receiver = await lock_account(conn, command.to_account_id, field="to_account_id", share=True)
+    sender, receiver = await lock_pair(conn, command.from_account_id, command.to_account_id)
     if rule.kind is not MovementKind.CORRECTION:
         check_sender_state(sender.id, sender.state)
         check_receiver_state(receiver.id, receiver.state)
@@ -373,7 +384,7 @@ async def settle_hold(conn: AsyncConnection, command: SettleHold, actor: Actor) 
     if hold.state != "held":
         raise Refusal("ledger.hold_not_held", state=hold.state)
     _check_frozen(rule_for(MovementKind.TRANSFER_SETTLE), await ledger_is_frozen(conn))
-    await lock_account(conn, hold.receiver_account_id, field="receiver_account_id", share=True)
+    await lock_account(conn, hold.receiver_account_id, field="receiver_account_id")
     blocks = await _empty_hold(conn, hold, hold.receiver_account_id, MovementKind.TRANSFER_SETTLE, actor, None)
     await conn.execute(update(holds).where(holds.c.id == hold.id).values(state="settled", closed_at=func.now()))
     return HoldSettled(transfer_id=hold.transfer_id, hold_id=hold.id, sender_account_id=hold.sender_account_id,
@@ -387,6 +398,7 @@ async def release_hold(conn: AsyncConnection, command: ReleaseHold, actor: Actor
                               .with_for_update())).first()
     if row is None or row.state != "held":
         return None
+    await lock_account(conn, row.sender_account_id, field="sender_account_id")  # units are placed there
     blocks = await _empty_hold(conn, row, row.sender_account_id, MovementKind.TRANSFER_RELEASE, actor,
                                command.reason)
     await conn.execute(update(holds).where(holds.c.id == row.id).values(state="released", closed_at=func.now()))
