@@ -56,25 +56,26 @@ class AccountOpened(Event):
     name: str
 
 
-class AccountSuspended(Event):
+class _AccountStateChange(Event):
+    """What every change of an account's state carries."""
+
+    account_id: str
+    reason: str | None = None
+
+
+class AccountSuspended(_AccountStateChange):
     TYPE = "accounts.account_suspended"
     VERSION = 1
-    account_id: str
-    reason: str | None = None
 
 
-class AccountReactivated(Event):
+class AccountReactivated(_AccountStateChange):
     TYPE = "accounts.account_reactivated"
     VERSION = 1
-    account_id: str
-    reason: str | None = None
 
 
-class AccountClosed(Event):
+class AccountClosed(_AccountStateChange):
     TYPE = "accounts.account_closed"
     VERSION = 1
-    account_id: str
-    reason: str | None = None
 
 
 class RepresentativeLinked(Event):
