@@ -1,0 +1,3 @@
+"""Events owned by compliance."""
+
+from __future__ import annotations
