@@ -4,7 +4,13 @@ Routing key ``<owner>.<snake_name>.v<major>``; the producer owns an event, the h
 command. Additive optional fields keep the version; anything else is a new class with a new version.
 """
 
-from registry_contracts import accounts, auctions, compliance, issuance, transfers  # noqa: F401  (every module registers its messages)
+from registry_contracts import (  # noqa: F401  (every module registers its messages)
+    accounts,
+    auctions,
+    compliance,
+    issuance,
+    transfers,
+)
 from registry_contracts.base import CATALOGUE, Command, Event, Message, message_class
 
 __all__ = ["CATALOGUE", "Command", "Event", "Message", "message_class"]
