@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("message")
     args = parser.parse_args()
     path = asyncio.run(generate(args.service, args.rev_id, args.message))
+    subprocess.run([sys.executable, "-m", "ruff", "check", "--fix", "-q", path], check=False)
     subprocess.run([sys.executable, "-m", "ruff", "format", path], check=False)
     print(path)
 

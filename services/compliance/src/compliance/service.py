@@ -1,0 +1,611 @@
+"""Compliance's handlers: emission reports and their attestation, surrender, the ledger's answers, and the
+evaluation of a period (result per installation, cancellation through ``move_units_batch``, events for
+installation and authority). Each runs on the caller's transaction and writes its state, audit row and
+outgoing messages together; the rules themselves are in ``compliance.domain``."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from compliance.domain.evaluation import Lot, Outcome, Rules, adjusted, evaluate
+from compliance.domain.windows import (
+    ComplianceRefusal,
+    check_emissions,
+    check_evaluation_due,
+    check_reporting_open,
+    surrender_period,
+)
+from compliance.tables import (
+    adjustments,
+    calendar,
+    carried_obligations,
+    delivery_holdings,
+    directory,
+    emission_reports,
+    evaluation_batches,
+    evaluations,
+    installation_results,
+    surrenders,
+)
+from registry_common.audit import record_audit
+from registry_common.auth import OVERSIGHT_ROLES, Principal, Role
+from registry_common.errors import RegistryError, register_errors
+from registry_common.messaging.consumer import HandlerContext
+from registry_common.messaging.outbox import Outbox
+from registry_contracts import Message
+from registry_contracts.accounts import MovementRefused, MoveUnits, MoveUnitsBatch, UnitsMoved, UnitsMovedBatch
+from registry_contracts.compliance import ComplianceEvaluated, SurrenderedUnitsCancelled
+
+OUTBOX = Outbox("compliance")
+CANCELLATION_ACCOUNT = "SYS-CANCEL"
+BATCH_LINES = 1000
+NAMESPACE = UUID("5b0f4f7e-3c9e-4d55-9a51-7c1f3c6f0c11")  # for deterministic movement and batch ids
+
+register_errors({
+    "compliance.invalid_emissions": (422, "Las emisiones deben ser un entero no negativo (tCO2e), no {emissions}.",
+                                     "Emissions must be a non-negative whole number (tCO2e), not {emissions}."),
+    "compliance.unknown_period": (404, "El periodo {period} no existe.", "Period {period} does not exist."),
+    "compliance.reporting_not_open": (409, "La ventana de reporte del periodo {period} abre el {opens_at}.",
+                                      "The reporting window of period {period} opens on {opens_at}."),
+    "compliance.reporting_closed": (409, "La ventana de reporte del periodo {period} cerró el {closed_at}; solo la "
+                                         "autoridad puede corregir.",
+                                    "The reporting window of period {period} closed on {closed_at}; only the "
+                                    "authority can correct."),
+    "compliance.reporting_open": (409, "La ventana de reporte sigue abierta: la instalación reporta.",
+                                  "The reporting window is still open: the installation reports."),
+    "compliance.not_representative": (403, "No representa a la cuenta {account_id} con ese derecho.",
+                                      "You do not represent account {account_id} with that right."),
+    "compliance.not_an_installation": (422, "La cuenta {account_id} no es la cuenta central de una instalación.",
+                                       "Account {account_id} is not an installation's central account."),
+    "compliance.account_not_active": (409, "La cuenta {account_id} está {state}.", "Account {account_id} is {state}."),
+    "compliance.no_delivery_account": (409, "La instalación {account_id} no tiene cuenta de entrega.",
+                                       "Installation {account_id} has no delivery account."),
+    "compliance.not_a_verifier": (422, "La cuenta {account_id} no es de un verificador acreditado activo.",
+                                  "Account {account_id} is not an active accredited verifier's."),
+    "compliance.report_not_found": (404, "El reporte no existe.", "The report does not exist."),
+    "compliance.not_assigned_verifier": (403, "Este reporte no está asignado a su organismo verificador.",
+                                         "This report is not assigned to your verification body."),
+    "compliance.report_not_submitted": (409, "El reporte ya está {state}.", "The report is already {state}."),
+    "compliance.period_evaluated": (409, "El periodo {period} ya se evaluó: solo la autoridad corrige.",
+                                    "Period {period} has been evaluated: only the authority corrects."),
+    "compliance.surrender_deadline_passed": (409, "El plazo de entrega del periodo {period} venció el {deadline}.",
+                                             "The surrender deadline of period {period} passed on {deadline}."),
+    "compliance.surrender_period_not_open": (409, "Las entregas cuentan ahora para el periodo {current}, no {period}.",
+                                             "Surrenders now count for period {current}, not {period}."),
+    "compliance.no_open_period": (409, "No hay periodo abierto para entregar unidades.",
+                                  "No period is open for surrender."),
+    "compliance.evaluation_in_progress": (409, "La evaluación del periodo {period} está en curso.",
+                                          "The evaluation of period {period} is in progress."),
+    "compliance.period_not_due": (409, "El periodo {period} aún no vence (plazo: {deadline}).",
+                                  "Period {period} is not yet due (deadline: {deadline})."),
+    "compliance.evaluation_not_found": (404, "El periodo {period} no se ha evaluado.",
+                                        "Period {period} has not been evaluated."),
+    "compliance.result_not_found": (404, "No hay resultado de la instalación {account_id} en el periodo {period}.",
+                                    "No result for installation {account_id} in period {period}."),
+    "compliance.surrender_not_found": (404, "La entrega no existe.", "The surrender does not exist."),
+})
+
+
+def refusal_error(refusal: ComplianceRefusal) -> RegistryError:
+    return RegistryError(refusal.code, field=refusal.field, **refusal.params)
+
+
+def rules_of(settings: Any) -> Rules:
+    return Rules(offset_share=Decimal(str(settings.offset_limit_share)), penalty_enabled=settings.penalty_enabled,
+                 penalty_extra_per_missing=settings.penalty_extra_per_missing)
+
+
+async def period_or_404(conn: AsyncConnection, code: str, field: str = "period") -> Any:
+    row = await calendar.period(conn, code)
+    if row is None:
+        raise RegistryError("compliance.unknown_period", field=field, period=code)
+    return row
+
+
+async def require_right(conn: AsyncConnection, account_id: str, who: Principal, rights: set[str], field: str) -> None:
+    if not await directory.rights_on(conn, account_id, who.user_id) & rights:
+        raise RegistryError("compliance.not_representative", field=field, account_id=account_id)
+
+
+async def installation_account(conn: AsyncConnection, account_id: str, field: str) -> Any:
+    row = await directory.account(conn, account_id)
+    if row is None or row.kind != "central":
+        raise RegistryError("compliance.not_an_installation", field=field, account_id=account_id)
+    return row
+
+
+# Emission reports (function e) ------------------------------------------------------------------------
+async def _next_version(conn: AsyncConnection, installation: str, period: str) -> int:
+    await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"report:{installation}:{period}"})
+    current = (await conn.execute(select(func.max(emission_reports.c.version)).where(
+        emission_reports.c.installation_account_id == installation, emission_reports.c.period == period))).scalar()
+    return (current or 0) + 1
+
+
+async def evaluation_of(conn: AsyncConnection, period: str) -> Any:
+    return (await conn.execute(select(evaluations).where(evaluations.c.period == period))).first()
+
+
+async def submit_report(conn: AsyncConnection, *, body: dict[str, Any], who: Principal, now: datetime) -> Any:
+    """A representative (initiate right) enters its installation's emissions during the reporting window
+    and names its accredited verifier; it awaits attestation. A new submission is a new version."""
+    installation = body["installation_account_id"]
+    try:
+        check_emissions(body["emissions"])
+    except ComplianceRefusal as refusal:
+        raise refusal_error(refusal) from refusal
+    await installation_account(conn, installation, "installation_account_id")
+    await require_right(conn, installation, who, {"initiate"}, "installation_account_id")
+    period = await period_or_404(conn, body["period"])
+    try:
+        check_reporting_open(period, now)
+    except ComplianceRefusal as refusal:
+        raise refusal_error(refusal) from refusal
+    verifier = await directory.account(conn, body["verifier_account_id"])
+    if verifier is None or verifier.kind != "verifier" or verifier.state != "active":
+        raise RegistryError("compliance.not_a_verifier", field="verifier_account_id",
+                            account_id=body["verifier_account_id"])
+    version = await _next_version(conn, installation, period.period)
+    row = (await conn.execute(insert(emission_reports).values(
+        id=uuid4(), installation_account_id=installation, period=period.period, version=version,
+        emissions=body["emissions"], rene_reference=body["rene_reference"], verifier_account_id=verifier.account_id,
+        state="submitted", submitted_by=who.user_id, submitted_at=now).returning(emission_reports))).one()
+    await record_audit(conn, action="emission_report.submitted", entity_type="emission_report", entity_id=str(row.id),
+                       actor=who.user_id, details={**body, "version": version})
+    return row
+
+
+async def report_visible(conn: AsyncConnection, row: Any, who: Principal) -> bool:
+    if who.has_any(OVERSIGHT_ROLES):
+        return True
+    if row.verifier_account_id and Role.VERIFIER in who.roles and await directory.rights_on(
+            conn, row.verifier_account_id, who.user_id):
+        return True
+    return bool(await directory.rights_on(conn, row.installation_account_id, who.user_id))
+
+
+async def decide_report(conn: AsyncConnection, report_id: UUID, *, attest: bool, comments: str | None,
+                        who: Principal, now: datetime) -> Any:
+    """The named verifier attests the figure, or returns it with comments. Only attested figures count."""
+    row = (await conn.execute(select(emission_reports).where(emission_reports.c.id == report_id)
+                              .with_for_update())).first()
+    if row is None:
+        raise RegistryError("compliance.report_not_found")
+    assigned = Role.VERIFIER in who.roles and row.verifier_account_id is not None and bool(
+        await directory.rights_on(conn, row.verifier_account_id, who.user_id))
+    if not assigned:
+        raise RegistryError("compliance.not_assigned_verifier")
+    if row.state != "submitted":
+        raise RegistryError("compliance.report_not_submitted", state=row.state)
+    if await evaluation_of(conn, row.period) is not None:
+        raise RegistryError("compliance.period_evaluated", period=row.period)
+    state = "attested" if attest else "returned"
+    new = (await conn.execute(update(emission_reports).where(emission_reports.c.id == report_id).values(
+        state=state, decided_by=who.user_id, decided_at=now, comments=comments).returning(emission_reports))).one()
+    await record_audit(conn, action=f"emission_report.{state}", entity_type="emission_report",
+                       entity_id=str(report_id), actor=who.user_id, details={"comments": comments})
+    return new
+
+
+async def correct_report(conn: AsyncConnection, *, body: dict[str, Any], who: Principal, now: datetime,
+                         rules: Rules) -> Any:
+    """After the window only the authority corrects, with a reason: a new, attested version. After the
+    evaluation it creates an adjustment: the result is recomputed, nothing more moves."""
+    installation = body["installation_account_id"]
+    try:
+        check_emissions(body["emissions"])
+    except ComplianceRefusal as refusal:
+        raise refusal_error(refusal) from refusal
+    await installation_account(conn, installation, "installation_account_id")
+    period = await period_or_404(conn, body["period"])
+    if now <= period.reporting_closes_at:
+        raise RegistryError("compliance.reporting_open", field="period")
+    version = await _next_version(conn, installation, period.period)
+    row = (await conn.execute(insert(emission_reports).values(
+        id=uuid4(), installation_account_id=installation, period=period.period, version=version,
+        emissions=body["emissions"], rene_reference=body["rene_reference"], verifier_account_id=None,
+        state="attested", submitted_by=who.user_id, submitted_at=now, decided_by=who.user_id, decided_at=now,
+        correction_reason=body["reason"]).returning(emission_reports))).one()
+    await record_audit(conn, action="emission_report.corrected", entity_type="emission_report",
+                       entity_id=str(row.id), actor=who.user_id, reason=body["reason"],
+                       details={**body, "version": version})
+    evaluation = await evaluation_of(conn, period.period)
+    if evaluation is not None and evaluation.state != "pending":
+        await _adjust(conn, evaluation, installation, row, who=who, now=now, rules=rules, reason=body["reason"])
+    return row
+
+
+async def _adjust(conn: AsyncConnection, evaluation: Any, installation: str, report: Any, *, who: Principal,
+                  now: datetime, rules: Rules, reason: str) -> None:
+    result = (await conn.execute(select(installation_results).where(
+        installation_results.c.evaluation_id == evaluation.id,
+        installation_results.c.installation_account_id == installation).with_for_update())).first()
+    if result is None:
+        return
+    original = outcome_of(result)
+    new = adjusted(original, emissions=report.emissions, rules=rules)
+    before = _summary(result)
+    await conn.execute(update(installation_results).where(
+        installation_results.c.evaluation_id == evaluation.id,
+        installation_results.c.installation_account_id == installation).values(
+        report_id=report.id, emissions=new.emissions, obligation=new.obligation, shortfall=new.shortfall,
+        status=new.status, reason=new.reason, carried_out=new.carried_out, over_delivered=new.over_delivered))
+    after = {"emissions": new.emissions, "obligation": new.obligation, "status": str(new.status),
+             "shortfall": new.shortfall, "carried_out": new.carried_out}
+    await conn.execute(insert(adjustments).values(
+        evaluation_id=evaluation.id, installation_account_id=installation, report_id=report.id, previous=before,
+        current=after, reason=reason, actor=who.user_id, at=now))
+    await _carry(conn, [(installation, evaluation.period, new.carried_out)])
+    await record_audit(conn, action="compliance.adjusted", entity_type="installation_result",
+                       entity_id=f"{evaluation.period}:{installation}", actor=who.user_id, reason=reason,
+                       details={"previous": before, "current": after})
+    await OUTBOX.add(conn, _evaluated_event(evaluation.id, evaluation.period, installation, new, adjustment=True),
+                     correlation_id=str(evaluation.id))
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    return {"emissions": result.emissions, "obligation": result.obligation, "status": result.status,
+            "shortfall": result.shortfall, "carried_out": result.carried_out}
+
+
+def outcome_of(result: Any) -> Outcome:
+    from compliance.domain.evaluation import Reason, Status
+
+    return Outcome(
+        obligation=result.obligation, emissions=result.emissions, carried_in=result.carried_in,
+        counted=tuple(Lot(c["unit_type"], c["vintage"], c["quantity"]) for c in result.counted),
+        returned=tuple(Lot(c["unit_type"], c["vintage"], c["quantity"]) for c in result.returned),
+        status=Status(result.status), reason=Reason(result.reason) if result.reason else None,
+        shortfall=result.shortfall, carried_out=result.carried_out, offsets_over_limit=result.offsets_over_limit,
+        future_vintage=result.future_vintage, over_delivered=result.over_delivered)
+
+
+# Surrender (function f) --------------------------------------------------------------------------------
+async def request_surrender(conn: AsyncConnection, *, body: dict[str, Any], who: Principal, now: datetime) -> Any:
+    """Units from the installation's central account to its own delivery account: one ledger movement,
+    no acceptance step, until the period's surrender deadline."""
+    central_id = body["central_account_id"]
+    central = await installation_account(conn, central_id, "central_account_id")
+    await require_right(conn, central_id, who, {"initiate"}, "central_account_id")
+    if central.state != "active":
+        raise RegistryError("compliance.account_not_active", field="central_account_id", account_id=central_id,
+                            state=central.state)
+    delivery = await directory.delivery_account_of(conn, central_id)
+    if delivery is None:
+        raise RegistryError("compliance.no_delivery_account", field="central_account_id", account_id=central_id)
+    try:
+        period = surrender_period(await calendar.all(conn), now, body.get("period"))
+    except ComplianceRefusal as refusal:
+        raise refusal_error(refusal) from refusal
+    busy = (await conn.execute(select(evaluations.c.period).where(evaluations.c.state != "completed"))).first()
+    if busy is not None:
+        raise RegistryError("compliance.evaluation_in_progress", period=busy.period)
+    surrender_id = uuid4()
+    row = (await conn.execute(insert(surrenders).values(
+        id=surrender_id, period=period.period, central_account_id=central_id, delivery_account_id=delivery,
+        unit_type=body["unit_type"], vintage=body.get("vintage"), quantity=body["quantity"], state="requested",
+        requested_by=who.user_id, requested_at=now).returning(surrenders))).one()
+    await OUTBOX.add(conn, MoveUnits(
+        movement_id=surrender_id, kind="surrender", from_account_id=central_id, to_account_id=delivery,
+        unit_type=body["unit_type"], quantity=body["quantity"], vintage=body.get("vintage"),
+        reason=f"surrender for period {period.period}", actor=who.user_id), correlation_id=str(surrender_id))
+    await record_audit(conn, action="surrender.requested", entity_type="surrender", entity_id=str(surrender_id),
+                       actor=who.user_id, details={**body, "period": period.period, "delivery_account_id": delivery})
+    return row
+
+
+# The ledger's answers ------------------------------------------------------------------------------------
+async def _delivery_accounts(conn: AsyncConnection, account_ids: set[str]) -> set[str]:
+    if not account_ids:
+        return set()
+    return set((await conn.execute(select(directory.accounts.c.account_id).where(
+        directory.accounts.c.account_id.in_(sorted(account_ids)), directory.accounts.c.kind == "delivery"))).scalars())
+
+
+async def _apply_delivery_changes(conn: AsyncConnection, moves: list[tuple[str, str, list[Any]]]) -> None:
+    """``moves``: (from, to, blocks) of movements; what delivery accounts received or gave, per vintage."""
+    delivery = await _delivery_accounts(conn, {a for f, t, _ in moves for a in (f, t)})
+    if not delivery:
+        return
+    deltas: dict[tuple[str, str, int], int] = defaultdict(int)
+    for from_id, to_id, blocks in moves:
+        for block in blocks:
+            if to_id in delivery:
+                deltas[(to_id, block.unit_type, block.vintage)] += block.quantity
+            if from_id in delivery:
+                deltas[(from_id, block.unit_type, block.vintage)] -= block.quantity
+    rows = [{"account_id": a, "unit_type": t, "vintage": v, "quantity": q} for (a, t, v), q in sorted(deltas.items())
+            if q]
+    if rows:
+        statement = pg_insert(delivery_holdings)
+        await conn.execute(statement.on_conflict_do_update(
+            index_elements=["account_id", "unit_type", "vintage"],
+            set_={"quantity": delivery_holdings.c.quantity + statement.excluded.quantity}), rows)
+
+
+async def on_units_moved(conn: AsyncConnection, message: UnitsMoved, ctx: HandlerContext) -> None:
+    await _apply_delivery_changes(conn, [(message.from_account_id, message.to_account_id, message.blocks)])
+    if message.movement_kind == "surrender":
+        await conn.execute(update(surrenders).where(
+            surrenders.c.id == message.movement_id, surrenders.c.state == "requested").values(
+            state="completed", decided_at=ctx.clock.now(),
+            blocks=[b.model_dump(mode="json") for b in message.blocks]))
+
+
+async def on_movement_refused(conn: AsyncConnection, message: MovementRefused, ctx: HandlerContext) -> None:
+    if message.command == "move_units":
+        await conn.execute(update(surrenders).where(
+            surrenders.c.id == message.reference_id, surrenders.c.state == "requested").values(
+            state="refused", code=message.code, decided_at=ctx.clock.now()))
+
+
+async def on_units_moved_batch(conn: AsyncConnection, message: UnitsMovedBatch, ctx: HandlerContext) -> None:
+    await _apply_delivery_changes(conn, [(r.from_account_id, r.to_account_id, r.blocks)
+                                         for r in message.results if r.moved])
+    batch = (await conn.execute(select(evaluation_batches).where(
+        evaluation_batches.c.batch_id == message.batch_id).with_for_update())).first()
+    if batch is None or batch.state == "answered":
+        return  # not an evaluation's batch (allocation, auctions...), or already applied
+    await _apply_evaluation_batch(conn, batch, message, ctx)
+
+
+async def _apply_evaluation_batch(conn: AsyncConnection, batch: Any, message: UnitsMovedBatch,
+                                  ctx: HandlerContext) -> None:
+    """Record which serials each installation had cancelled and returned; when the evaluation's last batch
+    is answered, it is completed and the cancellations are told."""
+    delivery_to_installation = dict((await conn.execute(select(
+        directory.accounts.c.account_id, directory.accounts.c.installation_id).where(
+        directory.accounts.c.account_id.in_(sorted({r.from_account_id for r in message.results}))))).all())
+    per: dict[str, dict[str, Any]] = defaultdict(lambda: {"cancelled": [], "returned": [], "refusals": [], "n": 0})
+    cancelled_units = returned_units = 0
+    for result in message.results:
+        installation = delivery_to_installation.get(result.from_account_id) or result.from_account_id
+        entry = per[installation]
+        entry["n"] += 1
+        if not result.moved:
+            entry["refusals"].append({"movement_id": str(result.movement_id), "kind": result.movement_kind,
+                                      "code": result.code, "detail": result.detail})
+            continue
+        blocks = [b.model_dump(mode="json") for b in result.blocks]
+        if result.movement_kind == "compliance_cancellation":
+            entry["cancelled"] += blocks
+            cancelled_units += result.quantity
+        else:
+            entry["returned"] += blocks
+            returned_units += result.quantity
+    await conn.execute(
+        update(installation_results).where(
+            installation_results.c.evaluation_id == batch.evaluation_id,
+            installation_results.c.installation_account_id == bindparam("installation"))
+        .values(cancelled_blocks=installation_results.c.cancelled_blocks.op("||")(bindparam("cancelled", type_=JSONB)),
+                returned_blocks=installation_results.c.returned_blocks.op("||")(bindparam("returned", type_=JSONB)),
+                refusals=installation_results.c.refusals.op("||")(bindparam("refusals", type_=JSONB)),
+                lines_pending=installation_results.c.lines_pending - bindparam("n")),
+        [{"installation": i, "cancelled": e["cancelled"], "returned": e["returned"], "refusals": e["refusals"],
+          "n": e["n"]} for i, e in per.items()])
+    await conn.execute(update(evaluation_batches).where(evaluation_batches.c.batch_id == batch.batch_id)
+                       .values(state="answered"))
+    evaluation = (await conn.execute(update(evaluations).where(evaluations.c.id == batch.evaluation_id).values(
+        cancelled_units=evaluations.c.cancelled_units + cancelled_units,
+        returned_units=evaluations.c.returned_units + returned_units).returning(evaluations))).one()
+    open_batches = (await conn.execute(select(func.count()).where(
+        evaluation_batches.c.evaluation_id == batch.evaluation_id, evaluation_batches.c.state != "answered"))).scalar()
+    if open_batches == 0:
+        await _complete(conn, evaluation, ctx.clock.now(), ctx)
+
+
+async def _complete(conn: AsyncConnection, evaluation: Any, now: datetime, ctx: HandlerContext | None) -> None:
+    await conn.execute(update(evaluations).where(evaluations.c.id == evaluation.id).values(
+        state="completed", completed_at=now))
+    rows = (await conn.execute(select(installation_results).where(
+        installation_results.c.evaluation_id == evaluation.id,
+        installation_results.c.counted_allowances + installation_results.c.counted_offsets > 0))).all()
+    events: list[Message] = [SurrenderedUnitsCancelled(
+        evaluation_id=evaluation.id, period=evaluation.period, installation_account_id=r.installation_account_id,
+        cancelled_quantity=r.counted_allowances + r.counted_offsets, cancelled_blocks=r.cancelled_blocks,
+        returned_quantity=sum(b["quantity"] for b in r.returned_blocks)) for r in rows]
+    if ctx is not None:
+        await ctx.publish_many(conn, events)
+    else:
+        await OUTBOX.add_many(conn, events, correlation_id=str(evaluation.id))
+    await record_audit(conn, action="compliance.cancellation_completed", entity_type="evaluation",
+                       entity_id=str(evaluation.id), actor="compliance",
+                       details={"period": evaluation.period, "installations_with_cancellations": len(rows)})
+
+
+# Evaluation (functions f and g) ---------------------------------------------------------------------------
+async def request_evaluation(conn: AsyncConnection, period_code: str, *, actor: str, now: datetime,
+                             trigger: str) -> tuple[Any, bool]:
+    """The period's evaluation: created when due (the deadline has passed), or the existing one: re-running
+    answers the same result and moves nothing more. Returns (row, created)."""
+    period = await period_or_404(conn, period_code)
+    existing = await evaluation_of(conn, period.period)
+    if existing is not None:
+        return existing, False
+    try:
+        check_evaluation_due(period, now)
+    except ComplianceRefusal as refusal:
+        raise refusal_error(refusal) from refusal
+    row = (await conn.execute(pg_insert(evaluations).values(
+        id=uuid4(), period=period.period, state="pending", trigger=trigger, requested_by=actor, requested_at=now,
+    ).on_conflict_do_nothing(index_elements=["period"]).returning(evaluations))).first()
+    if row is None:  # a concurrent request created it
+        return await evaluation_of(conn, period.period), False
+    await record_audit(conn, action="compliance.evaluation_requested", entity_type="evaluation",
+                       entity_id=str(row.id), actor=actor, details={"period": period.period, "trigger": trigger})
+    return row, True
+
+
+async def evaluate_pending(conn: AsyncConnection, *, now: datetime, rules: Rules) -> Any | None:
+    """Evaluate one pending evaluation (locked), once no surrender made before its deadline is still
+    waiting for the ledger. Returns the evaluation, or None when there was nothing to do yet."""
+    evaluation = (await conn.execute(select(evaluations).where(evaluations.c.state == "pending")
+                                     .order_by(evaluations.c.requested_at).limit(1)
+                                     .with_for_update(skip_locked=True))).first()
+    if evaluation is None:
+        return None
+    waiting = (await conn.execute(select(surrenders.c.id).where(
+        surrenders.c.state == "requested", surrenders.c.period == evaluation.period).limit(1))).first()
+    if waiting is not None:
+        return None
+    period = await calendar.period(conn, evaluation.period)
+    accounts = directory.accounts
+    centrals = {r.account_id: r.name for r in (await conn.execute(select(accounts.c.account_id, accounts.c.name).where(
+        accounts.c.kind == "central", accounts.c.state != "closed"))).all()}
+    deliveries = dict((await conn.execute(select(accounts.c.installation_id, accounts.c.account_id).where(
+        accounts.c.kind == "delivery", accounts.c.installation_id.is_not(None)))).all())
+    reports = {r.installation_account_id: r for r in (await conn.execute(
+        select(emission_reports.c.id, emission_reports.c.installation_account_id, emission_reports.c.emissions)
+        .where(emission_reports.c.period == evaluation.period, emission_reports.c.state == "attested")
+        .distinct(emission_reports.c.installation_account_id)
+        .order_by(emission_reports.c.installation_account_id, emission_reports.c.version.desc()))).all()}
+    carried = dict((await conn.execute(select(carried_obligations.c.installation_account_id,
+                                              carried_obligations.c.quantity).where(
+        carried_obligations.c.to_period == evaluation.period))).all())
+    held: dict[str, list[Lot]] = defaultdict(list)
+    for r in (await conn.execute(select(delivery_holdings).where(delivery_holdings.c.quantity > 0))).all():
+        held[r.account_id].append(Lot(r.unit_type, r.vintage, r.quantity))
+    installations = sorted(set(centrals) | set(reports) | set(carried))
+    names = {**{i: "" for i in installations}, **centrals}
+    results: list[dict[str, Any]] = []
+    lines: list[MoveUnits] = []
+    events: list[Message] = []
+    carry: list[tuple[str, str, int]] = []
+    for installation in installations:
+        delivery = deliveries.get(installation)
+        report = reports.get(installation)
+        outcome = evaluate(period_vintage=period.vintage, emissions=report.emissions if report else None,
+                           carried_in=carried.get(installation, 0), delivered=held.get(delivery, []) if delivery
+                           else [], rules=rules)
+        own_lines = _lines(evaluation, installation, delivery, outcome)
+        lines += own_lines
+        results.append({
+            "evaluation_id": evaluation.id, "installation_account_id": installation, "period": evaluation.period,
+            "name": names[installation] or "", "delivery_account_id": delivery,
+            "report_id": report.id if report else None, "emissions": outcome.emissions,
+            "carried_in": outcome.carried_in, "obligation": outcome.obligation,
+            "counted_allowances": outcome.counted_allowances, "counted_offsets": outcome.counted_offsets,
+            "shortfall": outcome.shortfall, "status": str(outcome.status),
+            "reason": str(outcome.reason) if outcome.reason else None, "carried_out": outcome.carried_out,
+            "delivered": outcome.delivered_total, "offsets_over_limit": outcome.offsets_over_limit,
+            "future_vintage": outcome.future_vintage, "over_delivered": outcome.over_delivered,
+            "counted": [_lot(lot) for lot in outcome.counted], "returned": [_lot(lot) for lot in outcome.returned],
+            "lines_pending": len(own_lines)})
+        events.append(_evaluated_event(evaluation.id, evaluation.period, installation, outcome))
+        if outcome.carried_out:
+            carry.append((installation, evaluation.period, outcome.carried_out))
+    if results:
+        await conn.execute(insert(installation_results), results)
+    await _carry(conn, carry)
+    batches = [lines[i:i + BATCH_LINES] for i in range(0, len(lines), BATCH_LINES)]
+    commands = []
+    for number, chunk in enumerate(batches):
+        batch_id = uuid.uuid5(NAMESPACE, f"{evaluation.id}:batch:{number}")
+        commands.append(MoveUnitsBatch(batch_id=batch_id, lines=chunk))
+    if commands:
+        await conn.execute(insert(evaluation_batches), [
+            {"batch_id": c.batch_id, "evaluation_id": evaluation.id, "lines": len(c.lines), "state": "sent"}
+            for c in commands])
+    await OUTBOX.add_many(conn, [*commands, *events], correlation_id=str(evaluation.id))
+    compliant = sum(1 for r in results if r["status"] == "compliant")
+    new = (await conn.execute(update(evaluations).where(evaluations.c.id == evaluation.id).values(
+        state="cancelling" if commands else "completed", evaluated_at=now, completed_at=None if commands else now,
+        installations=len(results), compliant=compliant, non_compliant=len(results) - compliant,
+        rules={"offset_share": str(rules.offset_share), "penalty_enabled": rules.penalty_enabled,
+               "penalty_extra_per_missing": rules.penalty_extra_per_missing},
+    ).returning(evaluations))).one()
+    await record_audit(conn, action="compliance.evaluated", entity_type="evaluation", entity_id=str(evaluation.id),
+                       actor="compliance", details={"period": evaluation.period, "installations": len(results),
+                                                    "compliant": compliant, "ledger_lines": len(lines)})
+    return new
+
+
+def _lot(lot: Lot) -> dict[str, Any]:
+    return {"unit_type": lot.unit_type, "vintage": lot.vintage, "quantity": lot.quantity}
+
+
+def _lines(evaluation: Any, installation: str, delivery: str | None, outcome: Outcome) -> list[MoveUnits]:
+    if delivery is None:
+        return []
+    lines = []
+    for kind, lots, to in (("compliance_cancellation", outcome.counted, CANCELLATION_ACCOUNT),
+                           ("surrender_return", outcome.returned, installation)):
+        for lot in lots:
+            lines.append(MoveUnits(
+                movement_id=uuid.uuid5(NAMESPACE, f"{evaluation.id}:{installation}:{kind}:{lot.unit_type}:"
+                                                  f"{lot.vintage}"),
+                kind=kind, from_account_id=delivery, to_account_id=to, unit_type=lot.unit_type,
+                quantity=lot.quantity, vintage=lot.vintage, reason=f"compliance {evaluation.period}",
+                actor="compliance"))
+    return lines
+
+
+def _evaluated_event(evaluation_id: UUID, period: str, installation: str, outcome: Outcome, *,
+                     adjustment: bool = False) -> ComplianceEvaluated:
+    return ComplianceEvaluated(
+        evaluation_id=evaluation_id, period=period, installation_account_id=installation,
+        status=str(outcome.status), reason=str(outcome.reason) if outcome.reason else None,
+        emissions=outcome.emissions, obligation=outcome.obligation, counted=outcome.counted_total,
+        shortfall=outcome.shortfall, carried_to_next_period=outcome.carried_out, adjustment=adjustment)
+
+
+async def _carry(conn: AsyncConnection, items: list[tuple[str, str, int]]) -> None:
+    """A penalty owed in the period after ``from_period`` (none after the final one)."""
+    if not items:
+        return
+    periods = await calendar.all(conn)
+    order = [p.period for p in periods]
+    rows = []
+    for installation, from_period, quantity in items:
+        index = order.index(from_period) if from_period in order else -1
+        if 0 <= index < len(order) - 1:
+            rows.append({"installation_account_id": installation, "to_period": order[index + 1],
+                         "from_period": from_period, "quantity": quantity})
+    if rows:
+        statement = pg_insert(carried_obligations)
+        await conn.execute(statement.on_conflict_do_update(
+            index_elements=["installation_account_id", "to_period"],
+            set_={"quantity": statement.excluded.quantity, "from_period": statement.excluded.from_period}), rows)
+
+
+# The worker's periodic task -----------------------------------------------------------------------------
+async def evaluator(ctx: Any) -> int:
+    """At each period's surrender deadline (programme clock), when automatic evaluation is on, create its
+    evaluation; then evaluate what is pending. Every due item once (rows locked, state re-checked)."""
+    now = ctx.clock.now()
+    done = 0
+    if ctx.settings.auto_evaluate:
+        async with ctx.engine.begin() as conn:
+            due = (await conn.execute(select(calendar.periods.c.period).where(
+                calendar.periods.c.surrender_deadline_at < now,
+                ~select(evaluations.c.id).where(evaluations.c.period == calendar.periods.c.period).exists(),
+            ))).scalars().all()
+            for code in due:
+                _, created = await request_evaluation(conn, code, actor="compliance", now=now, trigger="deadline")
+                done += int(created)
+    while True:
+        async with ctx.engine.begin() as conn:
+            evaluated = await evaluate_pending(conn, now=now, rules=rules_of(ctx.settings))
+        if evaluated is None:
+            return done
+        done += 1
+
+
+
+SUBSCRIPTIONS: dict[type[Message], Any] = {
+    **directory.subscriptions,
+    **calendar.subscriptions,
+    UnitsMoved: on_units_moved,
+    UnitsMovedBatch: on_units_moved_batch,
+    MovementRefused: on_movement_refused,
+}

@@ -1,0 +1,176 @@
+"""Compliance's tables: emission reports (every version kept), surrenders, what each delivery account
+holds (a read model from the ledger's events), evaluations with a result row per installation, the
+ledger batches an evaluation sent, adjustments after corrections, obligations carried to the next
+period; and the account directory and programme calendar read models."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from registry_common.read_models import AccountDirectory, ProgrammeCalendar
+
+metadata = MetaData()
+directory = AccountDirectory(metadata)
+calendar = ProgrammeCalendar(metadata)
+
+emission_reports = Table(
+    "emission_reports",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("installation_account_id", String(40), nullable=False),  # the installation's central account
+    Column("period", String(20), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("emissions", BigInteger, nullable=False),  # whole tCO2e
+    Column("rene_reference", String(120), nullable=False),  # its report in the national register (RENE)
+    Column("verifier_account_id", String(40)),  # the accredited verification body named
+    Column("state", String(20), nullable=False),  # submitted | attested | returned
+    Column("submitted_by", String(120), nullable=False),
+    Column("submitted_at", DateTime(timezone=True), nullable=False),  # programme time
+    Column("decided_by", String(120)),
+    Column("decided_at", DateTime(timezone=True)),
+    Column("comments", Text),
+    Column("correction_reason", Text),  # an authority's correction after the window
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("emissions >= 0", name="emission_reports_emissions_not_negative"),
+    CheckConstraint("state IN ('submitted', 'attested', 'returned')", name="emission_reports_state"),
+    UniqueConstraint("installation_account_id", "period", "version", name="uq_emission_reports_version"),
+    Index("ix_emission_reports_verifier", "verifier_account_id", "state"),
+)
+
+surrenders = Table(
+    "surrenders",
+    metadata,
+    Column("id", Uuid, primary_key=True),  # also the ledger movement id
+    Column("period", String(20), nullable=False),
+    Column("central_account_id", String(40), nullable=False),
+    Column("delivery_account_id", String(40), nullable=False),
+    Column("unit_type", String(20), nullable=False),
+    Column("vintage", Integer),
+    Column("quantity", BigInteger, nullable=False),
+    Column("state", String(20), nullable=False),  # requested | completed | refused
+    Column("code", String(80)),
+    Column("blocks", JSONB),
+    Column("requested_by", String(120), nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False),  # programme time
+    Column("decided_at", DateTime(timezone=True)),
+    CheckConstraint("quantity > 0", name="surrenders_quantity_positive"),
+    CheckConstraint("state IN ('requested', 'completed', 'refused')", name="surrenders_state"),
+    Index("ix_surrenders_account", "central_account_id", "requested_at"),
+    Index("ix_surrenders_pending", "state", postgresql_where=text("state = 'requested'")),
+)
+
+delivery_holdings = Table(
+    "delivery_holdings",
+    metadata,
+    Column("account_id", String(40), primary_key=True),
+    Column("unit_type", String(20), primary_key=True),
+    Column("vintage", Integer, primary_key=True),
+    Column("quantity", BigInteger, nullable=False),
+)
+
+evaluations = Table(
+    "evaluations",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("period", String(20), nullable=False, unique=True),  # one evaluation per period: re-runs answer it
+    Column("state", String(20), nullable=False),  # pending | cancelling | completed
+    Column("trigger", String(20), nullable=False),  # deadline | command
+    Column("requested_by", String(120), nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False),  # programme time
+    Column("evaluated_at", DateTime(timezone=True)),
+    Column("completed_at", DateTime(timezone=True)),
+    Column("installations", Integer, nullable=False, server_default="0"),
+    Column("compliant", Integer, nullable=False, server_default="0"),
+    Column("non_compliant", Integer, nullable=False, server_default="0"),
+    Column("cancelled_units", BigInteger, nullable=False, server_default="0"),
+    Column("returned_units", BigInteger, nullable=False, server_default="0"),
+    Column("rules", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    CheckConstraint("state IN ('pending', 'cancelling', 'completed')", name="evaluations_state"),
+)
+
+installation_results = Table(
+    "installation_results",
+    metadata,
+    Column("evaluation_id", Uuid, ForeignKey("evaluations.id"), primary_key=True),
+    Column("installation_account_id", String(40), primary_key=True),
+    Column("period", String(20), nullable=False),
+    Column("name", String(300), nullable=False, server_default=""),
+    Column("delivery_account_id", String(40)),
+    Column("report_id", Uuid),  # the attested version counted
+    Column("emissions", BigInteger),
+    Column("carried_in", BigInteger, nullable=False),
+    Column("obligation", BigInteger, nullable=False),
+    Column("counted_allowances", BigInteger, nullable=False),
+    Column("counted_offsets", BigInteger, nullable=False),
+    Column("shortfall", BigInteger, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reason", String(40)),
+    Column("carried_out", BigInteger, nullable=False),
+    Column("delivered", BigInteger, nullable=False),
+    Column("offsets_over_limit", BigInteger, nullable=False),
+    Column("future_vintage", BigInteger, nullable=False),
+    Column("over_delivered", BigInteger, nullable=False),
+    Column("counted", JSONB, nullable=False),  # [{unit_type, vintage, quantity}] cancelled
+    Column("returned", JSONB, nullable=False),  # [{unit_type, vintage, quantity}] back to central
+    Column("cancelled_blocks", JSONB, nullable=False, server_default=text("'[]'::jsonb")),  # serials, from the ledger
+    Column("returned_blocks", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("refusals", JSONB, nullable=False, server_default=text("'[]'::jsonb")),  # ledger refusals, if any
+    Column("lines_pending", Integer, nullable=False),
+    CheckConstraint("shortfall >= 0 AND obligation >= 0", name="installation_results_not_negative"),
+    Index("ix_installation_results_period", "period", "installation_account_id"),
+)
+
+evaluation_batches = Table(
+    "evaluation_batches",
+    metadata,
+    Column("batch_id", Uuid, primary_key=True),
+    Column("evaluation_id", Uuid, ForeignKey("evaluations.id"), nullable=False),
+    Column("lines", Integer, nullable=False),
+    Column("state", String(20), nullable=False),  # sent | answered
+    Index("ix_evaluation_batches_evaluation", "evaluation_id", "state"),
+)
+
+adjustments = Table(
+    "adjustments",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("evaluation_id", Uuid, ForeignKey("evaluations.id"), nullable=False),
+    Column("installation_account_id", String(40), nullable=False),
+    Column("report_id", Uuid, nullable=False),
+    Column("previous", JSONB, nullable=False),  # {emissions, obligation, status, shortfall, carried_out}
+    Column("current", JSONB, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", String(120), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_adjustments_installation", "installation_account_id", "evaluation_id"),
+)
+
+carried_obligations = Table(
+    "carried_obligations",
+    metadata,
+    Column("installation_account_id", String(40), primary_key=True),
+    Column("to_period", String(20), primary_key=True),
+    Column("from_period", String(20), nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("superseded", Boolean, nullable=False, server_default="false"),
+    CheckConstraint("quantity >= 0", name="carried_obligations_not_negative"),
+)
