@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PACKAGES := libs/registry_common libs/registry_contracts $(addprefix services/,accounts issuance transfers compliance auctions notifications gateway)
+PACKAGES := libs/registry_common libs/registry_contracts $(addprefix services/,accounts issuance transfers compliance auctions notifications gateway) tools/registry_cli
 # Tests use the machine's servers when no Docker engine answers (see README, "Tests").
 export TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/

@@ -1,0 +1,1 @@
+"""``registry``: the operators' command line. It talks to the public API (the gateway) only."""
