@@ -10,9 +10,10 @@ from typing import Any
 from uuid import uuid4
 
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry_common.auth import codec_from_settings
 from registry_common.clock import ProgrammeClock
@@ -32,22 +33,52 @@ def _operation_id(route: APIRoute) -> str:
     return f"{route.tags[0] if route.tags else 'registry'}-{route.name}"
 
 
-def install_request_context(app: FastAPI) -> None:
-    """Request and correlation ids on every request, echoed on every response."""
+class RequestContextMiddleware:
+    """Request and correlation ids on every HTTP request (``X-Request-ID`` and ``X-Correlation-ID`` taken
+    from the request, or a new id), set in the context variables the logs, errors and audit rows read,
+    the programme clock refreshed (at most every ``clock_refresh_seconds``), and both ids echoed on the
+    response. A plain ASGI middleware: the request runs in the same task, without the extra task and
+    memory streams of Starlette's ``BaseHTTPMiddleware``."""
 
-    @app.middleware("http")
-    async def request_context(request: Request, call_next: Any) -> Response:
-        request_id = request.headers.get("x-request-id") or str(uuid4())
-        correlation_id = request.headers.get("x-correlation-id") or request_id
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = correlation_id = ""
+        seen_request = seen_correlation = False
+        for name, value in scope["headers"]:
+            if name == b"x-request-id" and not seen_request:
+                request_id, seen_request = value.decode("latin-1"), True
+            elif name == b"x-correlation-id" and not seen_correlation:
+                correlation_id, seen_correlation = value.decode("latin-1"), True
+        request_id = request_id or str(uuid4())
+        correlation_id = correlation_id or request_id
         request_id_var.set(request_id)
         correlation_id_var.set(correlation_id)
-        clock = getattr(request.app.state, "clock", None)
+        app = scope.get("app")
+        clock = getattr(app.state, "clock", None) if app is not None else None
         if clock is not None:
             await clock.refresh()
-        response: Response = await call_next(request)
-        response.headers["X-Request-ID"] = request_id
-        response.headers["X-Correlation-ID"] = correlation_id
-        return response
+        echoed = ((b"x-request-id", request_id.encode("latin-1")),
+                  (b"x-correlation-id", correlation_id.encode("latin-1")))
+
+        async def send_with_ids(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", ())
+                           if k.lower() not in (b"x-request-id", b"x-correlation-id")]
+                headers.extend(echoed)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_ids)
+
+
+def install_request_context(app: FastAPI) -> None:
+    """Request and correlation ids on every request, echoed on every response."""
+    app.add_middleware(RequestContextMiddleware)
 
 
 async def database_readiness(app: FastAPI) -> tuple[bool, dict[str, Any]]:
