@@ -26,6 +26,7 @@ from gateway.openapi import TITLE, VERSION, OpenAPICatalogue
 from gateway.proxy import forward
 from gateway.routes_table import ROUTES, RouteTable
 from gateway.security import authenticate, authorize, on_registry_error
+from gateway.ui import install_ui
 from gateway.upstreams import Upstream, upstreams_from_environment
 from registry_common.api import install_request_context
 from registry_common.auth import codec_from_settings
@@ -35,7 +36,9 @@ from registry_common.settings import RegistrySettings, load_settings
 UPSTREAM_TIMEOUT = httpx.Timeout(10.0)
 # Idle upstream connections are dropped before uvicorn's own 5 s keep-alive closes them, so a request
 # is never written to a connection the upstream is closing.
-UPSTREAM_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=4.0)
+# Every connection is kept alive between requests (under load, a pool keeping fewer than it opens would
+# close and reopen connections all the time).
+UPSTREAM_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=4.0)
 FORWARDED_METHODS = ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"]
 
 
@@ -84,12 +87,17 @@ def create_app(
         async with AsyncExitStack() as stack:
             app.state.client = await stack.enter_async_context(httpx.AsyncClient(trust_env=False))
             clients: dict[str, httpx.AsyncClient] = {}
+            pools: dict[str, httpx.AsyncBaseTransport] = {}
             for upstream in targets:
+                pool = transports.get(upstream.service) or httpx.AsyncHTTPTransport(limits=UPSTREAM_LIMITS,
+                                                                                    trust_env=False)
                 clients[upstream.service] = await stack.enter_async_context(httpx.AsyncClient(
-                    base_url=upstream.api_url, timeout=UPSTREAM_TIMEOUT, limits=UPSTREAM_LIMITS,
-                    transport=transports.get(upstream.service), trust_env=False, follow_redirects=False,
+                    base_url=upstream.api_url, timeout=UPSTREAM_TIMEOUT, transport=pool, trust_env=False,
+                    follow_redirects=False,
                 ))
+                pools[upstream.service] = pool
             app.state.clients = clients
+            app.state.transports = pools  # forwarding goes straight on them (proxy.exchange)
             app.state.openapi = OpenAPICatalogue(clients, table, lambda: gateway_document(app))
             yield
 
@@ -131,6 +139,7 @@ def create_app(
         return get_swagger_ui_oauth2_redirect_html()
 
     install_merged_views(app)
+    install_ui(app)  # the dashboard and portal's static files at /ui/ (before the catch-all)
     own_paths = {route.path for route in app.routes if hasattr(route, "path")}
 
     @app.api_route("/{path:path}", methods=FORWARDED_METHODS, include_in_schema=False)
@@ -146,7 +155,7 @@ def create_app(
         client = request.app.state.clients.get(route.service)
         if client is None:
             raise RegistryError("gateway.upstream_unavailable", service=route.service)
-        return await forward(request, client, route.service)
+        return await forward(request, client, route.service, request.app.state.transports.get(route.service))
 
     return app
 

@@ -120,8 +120,48 @@ def relay(upstream: httpx.Response, method: str) -> Response:
     return response
 
 
-async def forward(request: Request, client: httpx.AsyncClient, service: str) -> Response:
+async def exchange(client: httpx.AsyncClient, transport: httpx.AsyncBaseTransport, service: str, method: str,
+                   url: httpx.URL, headers: dict[str, str], body: bytes) -> httpx.Response:
+    """What :func:`send` does (the same request, headers, timeouts, retry rule and errors), straight on
+    the client's transport: without the client's auth, redirect, cookie and event-hook layers, which a
+    proxy forwarding the caller's own ``Authorization`` (redirects and cookies passed back as they are)
+    never uses. The response is read in full before returning."""
+    outgoing = dict(headers)
+    for name, value in client.headers.items():  # the client's defaults (Accept, User-Agent, ...)
+        outgoing.setdefault(name.lower(), value)
+    request = httpx.Request(method, url, headers=outgoing, content=body or None,
+                            extensions={"timeout": client.timeout.as_dict()})
+    attempts = 2 if may_retry(method, headers) else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            response = await transport.handle_async_request(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            return response
+        except httpx.ConnectError as exc:
+            log.warning("upstream %s refused %s %s (attempt %d/%d): %s", service, method, url, attempt,
+                        attempts, exc)
+            if attempt == attempts:
+                raise RegistryError("gateway.upstream_unavailable", service=service) from exc
+        except httpx.TimeoutException as exc:
+            log.warning("upstream %s timed out on %s %s: %r", service, method, url, exc)
+            raise RegistryError("gateway.upstream_timeout", service=service) from exc
+        except httpx.TransportError as exc:
+            log.warning("upstream %s failed on %s %s: %r", service, method, url, exc)
+            raise RegistryError("gateway.upstream_error", service=service) from exc
+    raise AssertionError("unreachable")
+
+
+async def forward(request: Request, client: httpx.AsyncClient, service: str,
+                  transport: httpx.AsyncBaseTransport | None = None) -> Response:
+    """Forward ``request`` to ``service``; with its client's ``transport``, straight on it (:func:`exchange`)."""
     body = await read_body(request)
     headers = outgoing_headers(request)
-    upstream = await send(client, service, request.method, upstream_url(client, request), headers, body)
+    url = upstream_url(client, request)
+    if transport is None:
+        upstream = await send(client, service, request.method, url, headers, body)
+    else:
+        upstream = await exchange(client, transport, service, request.method, url, headers, body)
     return relay(upstream, request.method)
