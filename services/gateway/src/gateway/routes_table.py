@@ -26,6 +26,10 @@ GATEWAY_PUBLIC_PATHS = frozenset(
 )
 """The gateway's own routes that need no sign-in (exact paths)."""
 
+UI_AREA = "ui"
+"""The browser front end (:mod:`gateway.ui`): ``/ui`` and every canonical path under ``/ui/`` is public.
+It serves static files only; the pages sign in through ``/api/v1/auth/token`` like any other client."""
+
 OVERSIGHT = tuple(sorted(OVERSIGHT_ROLES))
 
 
@@ -52,6 +56,13 @@ class Route:
 
 def in_public_area(path: str) -> bool:
     return path == PUBLIC_AREA or path.startswith(PUBLIC_AREA + "/")
+
+
+def in_ui_area(path: str) -> bool:
+    """``/ui``, ``/ui/`` or a canonical path below it (whole first segment: ``/uix`` is not; dot or empty
+    segments never are)."""
+    parts = segments(path)
+    return parts is not None and parts[0] == UI_AREA
 
 
 def segments(path: str) -> list[str] | None:
@@ -96,8 +107,9 @@ class RouteTable:
         return None
 
     def is_public(self, path: str) -> bool:
-        """Whether ``path`` needs no token: the gateway's public paths, public routes, the public area."""
-        if path in GATEWAY_PUBLIC_PATHS or in_public_area(path):
+        """Whether ``path`` needs no token: the gateway's public paths, the front end's static files, public
+        routes, the public area."""
+        if path in GATEWAY_PUBLIC_PATHS or in_public_area(path) or in_ui_area(path):
             return True
         route = self.match(path)
         return route is not None and route.public
@@ -123,6 +135,11 @@ def default_routes() -> list[Route]:
         Route("/api/v1/ledger", "accounts"),
         Route("/api/v1/units", "accounts", roles=OVERSIGHT),
         Route("/api/v1/transfers", "transfers"),
+        # Compliance: reports and attestation, surrender, evaluation and compliance reports (compliance checks
+        # who may do what: representatives their installation, verifiers what they are asked to verify).
+        Route("/api/v1/emission-reports", "compliance"),
+        Route("/api/v1/surrenders", "compliance"),
+        Route("/api/v1/compliance", "compliance"),
         # The current user's inbox and preferences; webhook subscriptions (notifications checks who may).
         Route("/api/v1/notifications", "notifications"),
         Route("/api/v1/webhook-subscriptions", "notifications"),
