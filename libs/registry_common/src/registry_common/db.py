@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -11,14 +15,24 @@ def make_engine(url: str, *, pool_size: int, application_name: str, max_overflow
     connect_args = {"server_settings": {"application_name": application_name[:63]}}
     if pool_size == 0:
         return create_async_engine(url, poolclass=NullPool, connect_args=connect_args)
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args=connect_args,
     )
+    event.listen(engine.sync_engine, "checkout", _refuse_closed)
+    return engine
+
+
+def _refuse_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """At checkout, a pooled connection the server has closed (a backend terminated, PostgreSQL
+    restarted: asyncpg sees the socket close as soon as it happens) is replaced with a new one — what
+    ``pool_pre_ping`` would do, without its round trip on every checkout. A connection lost while in use
+    fails that one piece of work, which SQLAlchemy then invalidates with the rest of the pool."""
+    if dbapi_connection._connection.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def asyncpg_dsn(url: str) -> str:
