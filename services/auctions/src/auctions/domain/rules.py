@@ -61,7 +61,7 @@ def check_allowed(opens_at: datetime, period_starts: Sequence[datetime], from_pe
     """Auctions are allowed from the ``from_period``-th period of the programme (1-based): the window may
     not open before that period starts."""
     ordered = sorted(period_starts)
-    if from_period > 1 and (len(ordered) < from_period or opens_at < ordered[from_period - 1]):
+    if len(ordered) < from_period or (ordered and opens_at < ordered[from_period - 1]):
         raise AuctionRefusal("auction.not_allowed_yet", field="bidding_opens_at", period=from_period)
 
 
