@@ -241,3 +241,13 @@ def test_problem_json_becomes_the_message_and_exit_1(tmp_path: Path):
     error = refused.value
     assert error.exit_code == EXIT_FAILED and error.status == 409
     assert error.message == "La tabla está en estado validated: no se puede run. [allocation.wrong_state]"
+
+
+def test_codes_in_brackets_are_printed_as_they_are(capsys: pytest.CaptureFixture[str]):
+    from registry_cli.output import Output
+
+    Output(as_json=False).error(CliError("Usuario o contraseña incorrectos. [auth.invalid_credentials]"))
+    Output(as_json=False).table("[t]", ["code"], [["[ledger.supply_mismatch]"]])
+    captured = capsys.readouterr()
+    assert "[auth.invalid_credentials]" in captured.err
+    assert "[ledger.supply_mismatch]" in captured.out and "[t]" in captured.out

@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from registry_cli.client import CliError
 
@@ -28,14 +29,14 @@ class Output:
     # People ------------------------------------------------------------------------------------------------
     def line(self, text: str, style: str | None = None) -> None:
         if not self.as_json:
-            self.out.print(text, style=style, highlight=False)
+            self.out.print(text, style=style, highlight=False, markup=False)
 
     def note(self, text: str) -> None:
         """Something for the person at the terminal (on stderr, so it never mixes with --json output)."""
-        self.err.print(text, style="yellow", highlight=False)
+        self.err.print(text, style="yellow", highlight=False, markup=False)
 
     def table(self, title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-        table = Table(title=title, title_justify="left", show_lines=False)
+        table = Table(title=Text(title) if title else None, title_justify="left", show_lines=False)
         for column in columns:
             table.add_column(column, overflow="fold")
         count = 0
@@ -57,20 +58,22 @@ class Output:
                         "problem": error.problem or None}
             sys.stderr.write(json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n")
             return
-        self.err.print(f"error: {error.message}", style="bold red", highlight=False)
+        self.err.print(f"error: {error.message}", style="bold red", highlight=False, markup=False)
         for item in error.problem.get("errors") or []:
             if isinstance(item, dict):
                 where = " ".join(f"{k}={item[k]}" for k in ("sheet", "row", "column", "field") if item.get(k)
                                  is not None)
                 message = item.get("message") or item.get("detail") or ""
-                self.err.print(f"  - {where} {item.get('code', '')}: {message}".rstrip(), highlight=False)
+                text = f"  - {where} {item.get('code', '')}: {message}".rstrip()
+                self.err.print(text, highlight=False, markup=False)
 
 
-def cell(value: Any) -> str:
+def cell(value: Any) -> Text:
+    """Plain text: a value like ``[auth.forbidden]`` is never read as rich markup."""
     if value is None:
-        return "—"
+        return Text("—")
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return Text("yes" if value else "no")
     if isinstance(value, dict | list):
-        return json.dumps(value, default=str, ensure_ascii=False, sort_keys=True)
-    return str(value)
+        return Text(json.dumps(value, default=str, ensure_ascii=False, sort_keys=True))
+    return Text(str(value))
