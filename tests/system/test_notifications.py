@@ -10,9 +10,7 @@ import json
 import os
 import secrets
 import signal
-import socket
 import string
-import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,91 +20,20 @@ import aio_pika
 import asyncpg
 import httpx
 import pytest
-import uvicorn
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from registry_common.launcher import process_pid
 from registry_common.messaging.outbox import Publisher
 from registry_common.testing.fixtures import wait_for
+from registry_common.testing.webhook_receiver import Receiver, https_receiver
 
 pytestmark = [pytest.mark.system, pytest.mark.integration]
 PASSWORD = "correct-horse-battery-staple"
 
 
-# The HTTPS webhook receiver ---------------------------------------------------------------------------
-class Receiver:
-    """Endpoints ``/hook/{name}``; each verifies the signature with its subscription's secret and answers
-    by its mode: ok, fail_twice (500 for the first two requests of each webhook-id), fail (always 503)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.modes: dict[str, str] = {}
-        self.secrets: dict[str, str] = {}
-        self.raw: list[tuple[str, str]] = []  # (endpoint, webhook-id) of every request
-        self.accepted: list[tuple[str, str, dict[str, Any]]] = []  # verified and answered 2xx
-        self.bad_signatures = 0
-        self.app = Starlette(routes=[Route("/hook/{name}", self.hook, methods=["POST"])])
-
-    async def hook(self, request: Request) -> JSONResponse:
-        name, body = request.path_params["name"], (await request.body()).decode()
-        webhook_id = request.headers.get("webhook-id", "")
-        with self.lock:
-            self.raw.append((name, webhook_id))
-            tries = sum(1 for r in self.raw if r == (name, webhook_id))
-            mode, secret = self.modes.get(name, "ok"), self.secrets.get(name)
-        try:
-            payload = Webhook(secret or "whsec_AAAA").verify(body, dict(request.headers))
-        except WebhookVerificationError:
-            with self.lock:
-                self.bad_signatures += 1
-            return JSONResponse({"error": "bad signature"}, status_code=400)
-        if mode == "fail" or (mode == "fail_twice" and tries <= 2):
-            return JSONResponse({"error": "down"}, status_code=503 if mode == "fail" else 500)
-        with self.lock:
-            self.accepted.append((name, webhook_id, payload))
-        return JSONResponse({"ok": True})
-
-    def distinct(self, name: str) -> dict[str, dict[str, Any]]:
-        with self.lock:
-            return {wid: payload for n, wid, payload in self.accepted if n == name}
-
-    def raw_count(self, name: str) -> int:
-        with self.lock:
-            return sum(1 for n, _ in self.raw if n == name)
-
-
 @pytest.fixture(scope="module")
 def receiver(webhook_ca, tmp_path_factory) -> Iterator[tuple[Receiver, str]]:
-    ca, _ = webhook_ca
-    pem = tmp_path_factory.mktemp("receiver") / "server.pem"
-    ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(pem))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = Receiver()
-    server = uvicorn.Server(uvicorn.Config(app.app, host="127.0.0.1", port=port, ssl_certfile=str(pem),
-                                           ssl_keyfile=str(pem), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for_sync(lambda: server.started, "the HTTPS receiver to start")
-        yield app, f"https://localhost:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-def wait_for_sync(predicate: Any, what: str) -> None:
-    import time
-
-    deadline = time.monotonic() + 10
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        threading.Event().wait(0.05)
+    with https_receiver(webhook_ca[0], tmp_path_factory.mktemp("receiver")) as running:
+        yield running
 
 
 # Parties, as in test_transfers.py ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry_contracts import Message
+from registry_contracts.compliance import ComplianceEvaluated, SurrenderedUnitsCancelled
 from registry_contracts.issuance import AllocationDelivered
 from registry_contracts.transfers import (
     TransferAcceptanceReminder,
@@ -47,4 +48,7 @@ RULES: dict[type[Message], Rule] = {
     TransferReversed: Rule("transfer_reversed", _both),  # worded by reason
     TransferFailed: Rule("transfer_failed", _sender),
     AllocationDelivered: Rule("allocation_delivered", _installation),
+    # Seed function f and g: installation and authority, in case of compliance and of non-compliance.
+    ComplianceEvaluated: Rule("compliance_evaluated", _installation, authority=True),  # worded by status
+    SurrenderedUnitsCancelled: Rule("units_cancelled", _installation, authority=True),
 }
