@@ -293,7 +293,7 @@ async def list_bids(auction_id: UUID, conn: WriteConn, clock: ClockDep, who: Rea
     bid only after the close, and each such view is in the audit log."""
     row = await service.get_auction(conn, auction_id)
     now = clock.now()
-    query = select(bids, bid_results.c.accepted).outerjoin(bid_results, bid_results.c.bid_id == bids.c.id).where(
+    query = select(bids, bid_results.c.accepted).outerjoin(bid_results, bid_results.c.bid_seq == bids.c.seq).where(
         bids.c.auction_id == auction_id).order_by(bids.c.id).limit(limit)
     if after is not None:
         query = query.where(bids.c.id > after)

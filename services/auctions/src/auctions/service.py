@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from auctions import errors as _errors  # noqa: F401  (registers the codes)
-from auctions.domain.clearing import Bid, Clearing, clear
+from auctions.domain.clearing import Clearing, clear
 from auctions.domain.money import format_cents
 from auctions.domain.rules import AuctionRefusal, Terms, bidding_phase, check_bid
 from auctions.tables import applications, auctions, awards, bids, calendar, directory, movements
@@ -332,16 +332,15 @@ async def clear_auction(conn: AsyncConnection, auction_id: UUID, *, who: Princip
         raise RegistryError("auction.not_closed")
     raw = (await conn.get_raw_connection()).driver_connection
     if again:
-        await raw.execute("DELETE FROM auction_bid_results WHERE auction_id = $1", auction_id)
+        await raw.execute("DELETE FROM auction_bid_results WHERE bid_seq IN "
+                          "(SELECT seq FROM auction_bids WHERE auction_id = $1)", auction_id)
         await raw.execute("DELETE FROM auction_awards WHERE auction_id = $1", auction_id)
-    records = await raw.fetch("SELECT id, bidder_account_id, price, quantity FROM auction_bids "
+    records = await raw.fetch("SELECT seq, bidder_account_id, price, quantity FROM auction_bids "
                               "WHERE auction_id = $1 AND state = 'live'", auction_id)
-    ids = {str(r[0]): r[0] for r in records}
-    result = clear((Bid(key, r[1], r[2], r[3]) for key, r in zip(ids, records, strict=True)),
-                   supply=row.quantity, reserve_price=row.reserve_price, purchase_limit=row.purchase_limit,
-                   holding_limit=row.holding_limit)
-    await raw.copy_records_to_table("auction_bid_results", columns=["auction_id", "bid_id", "accepted"],
-                                    records=[(auction_id, ids[key], units) for key, units in result.accepted.items()])
+    result = clear(records, supply=row.quantity, reserve_price=row.reserve_price,
+                   purchase_limit=row.purchase_limit, holding_limit=row.holding_limit)
+    await raw.copy_records_to_table("auction_bid_results", columns=["bid_seq", "accepted"],
+                                    records=result.accepted.items())
     price = result.clearing_price or 0
     await raw.copy_records_to_table(
         "auction_awards", columns=["auction_id", "bidder_account_id", "bid_quantity", "awarded", "amount_due", "state"],

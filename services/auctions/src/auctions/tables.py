@@ -9,6 +9,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -80,6 +81,7 @@ applications = Table(
 bids = Table(
     "auction_bids", metadata,
     Column("id", Uuid, primary_key=True),
+    Column("seq", BigInteger, Identity(always=False), nullable=False, unique=True),  # the clearing's key
     Column("auction_id", Uuid, ForeignKey("auctions.id"), nullable=False),
     Column("bidder_account_id", String(40), nullable=False),
     Column("price", BigInteger, nullable=False),  # cents
@@ -91,12 +93,10 @@ bids = Table(
 )
 
 bid_results = Table(
-    # the clearing, per bid (written in bulk by COPY when the auction is cleared)
+    # the clearing, per bid (auction_bids.seq), written in bulk by COPY when the auction is cleared
     "auction_bid_results", metadata,
-    Column("auction_id", Uuid, nullable=False),
-    Column("bid_id", Uuid, nullable=False),
+    Column("bid_seq", BigInteger, primary_key=True),
     Column("accepted", BigInteger, nullable=False),
-    PrimaryKeyConstraint("auction_id", "bid_id"),
 )
 
 awards = Table(

@@ -17,14 +17,18 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class Bid:
-    bid_id: str
+class Bid(NamedTuple):
+    """A sealed bid. ``bid_id`` only orders a bidder's own bids at one price (the split of its award). The
+    clearing reads bids by position, so a database row ``(id, bidder, price, quantity)`` serves as is."""
+
+    bid_id: int | str
     bidder: str
     price: int  # cents
     quantity: int
@@ -37,7 +41,7 @@ class Clearing:
     unsold: int
     awards: dict[str, int]  # bidder → units won (every bidder with a bid, 0 included)
     bid_quantity: dict[str, int]  # bidder → units bid at or above the reserve
-    accepted: dict[str, int] = field(repr=False, default_factory=dict)  # bid id → units accepted
+    accepted: dict[int | str, int] = field(repr=False, default_factory=dict)  # bid id → units accepted
     total_bid: int = 0  # units bid at or above the reserve
 
     @property
@@ -56,32 +60,38 @@ def pro_rata(left: int, demand: dict[str, int]) -> dict[str, int]:
     return shares
 
 
-def _split(units: int, bids: list[Bid], accepted: dict[str, int]) -> None:
-    for bid in sorted(bids, key=lambda b: (-b.quantity, b.bid_id)):
-        take = min(units, bid.quantity)
-        accepted[bid.bid_id] = take
+ID, BIDDER, PRICE, QUANTITY = range(4)
+
+
+def _split(units: int, bids: list[Sequence[Any]], accepted: dict[int | str, int]) -> None:
+    if len(bids) == 1:
+        accepted[bids[0][ID]] = units
+        return
+    for bid in sorted(bids, key=lambda b: (-b[QUANTITY], b[ID])):
+        take = min(units, bid[QUANTITY])
+        accepted[bid[ID]] = take
         units -= take
 
 
-def clear(bids: Iterable[Bid], *, supply: int, reserve_price: int, purchase_limit: int,
+def clear(bids: Iterable[Sequence[Any]], *, supply: int, reserve_price: int, purchase_limit: int,
           holding_limit: int | None = None) -> Clearing:
     cap = purchase_limit if holding_limit is None else min(purchase_limit, holding_limit)
     all_bids = list(bids)
-    accepted = {b.bid_id: 0 for b in all_bids}
-    valid = sorted((b for b in all_bids if b.price >= reserve_price and b.price > 0 and b.quantity > 0),
-                   key=lambda b: -b.price)
+    accepted: dict[int | str, int] = dict.fromkeys((b[ID] for b in all_bids), 0)
+    valid = sorted((b for b in all_bids if b[PRICE] >= reserve_price and b[PRICE] > 0 and b[QUANTITY] > 0),
+                   key=itemgetter(PRICE), reverse=True)
     bid_quantity: dict[str, int] = defaultdict(int)
     for b in valid:
-        bid_quantity[b.bidder] += b.quantity
-    won: dict[str, int] = {bidder: 0 for bidder in bid_quantity}
+        bid_quantity[b[BIDDER]] += b[QUANTITY]
+    won: dict[str, int] = dict.fromkeys(bid_quantity, 0)
     left, clearing_price = supply, None
-    for price, level in groupby(valid, key=lambda b: b.price):
+    for price, level in groupby(valid, key=itemgetter(PRICE)):
         if left == 0:
             break
-        by_bidder: dict[str, list[Bid]] = defaultdict(list)
+        by_bidder: dict[str, list[Sequence[Any]]] = defaultdict(list)
         for b in level:
-            by_bidder[b.bidder].append(b)
-        demand = {bidder: min(sum(b.quantity for b in own), cap - won[bidder])
+            by_bidder[b[BIDDER]].append(b)
+        demand = {bidder: min(sum(b[QUANTITY] for b in own), cap - won[bidder])
                   for bidder, own in by_bidder.items()}
         demand = {k: v for k, v in demand.items() if v > 0}
         wanted = sum(demand.values())
@@ -97,5 +107,5 @@ def clear(bids: Iterable[Bid], *, supply: int, reserve_price: int, purchase_limi
         if awarded:
             clearing_price = price
     sold = supply - left
-    return Clearing(clearing_price=clearing_price, sold=sold, unsold=left, awards=dict(won),
+    return Clearing(clearing_price=clearing_price, sold=sold, unsold=left, awards=won,
                     bid_quantity=dict(bid_quantity), accepted=accepted, total_bid=sum(bid_quantity.values()))
