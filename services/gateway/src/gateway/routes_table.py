@@ -16,7 +16,7 @@ from registry_common.auth import OVERSIGHT_ROLES
 from registry_common.settings import SERVICES
 
 PUBLIC_AREA = "/api/v1/public"
-"""Everything under this prefix is public (no routes yet: requests get 404 until one is added)."""
+"""Everything under this prefix is public (a path no route covers still gets 404)."""
 
 PUBLIC_ROUTE_PREFIXES = frozenset({"/api/v1/auth/token", "/api/v1/auth/refresh"})
 """Forwarded routes allowed to be public besides :data:`PUBLIC_AREA`."""
@@ -135,6 +135,11 @@ def default_routes() -> list[Route]:
         Route("/api/v1/ledger", "accounts"),
         Route("/api/v1/units", "accounts", roles=OVERSIGHT),
         Route("/api/v1/transfers", "transfers"),
+        # Auctions: the authority schedules, clears and approves, administrators qualify bidders and confirm
+        # payments, installations and intermediaries apply and bid (each checked there); the published
+        # summary of approved results needs no sign-in.
+        Route("/api/v1/auctions", "auctions"),
+        Route("/api/v1/public/auctions", "auctions", public=True),
         # Compliance: reports and attestation, surrender, evaluation and compliance reports (compliance checks
         # who may do what: representatives their installation, verifiers what they are asked to verify).
         Route("/api/v1/emission-reports", "compliance"),
