@@ -9,6 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry_contracts import Message
+from registry_contracts.auctions import (
+    AuctionResultsApproved,
+    AuctionScheduled,
+    AuctionUnitsDelivered,
+    AwardForfeited,
+)
 from registry_contracts.compliance import ComplianceEvaluated, SurrenderedUnitsCancelled
 from registry_contracts.issuance import AllocationDelivered
 from registry_contracts.transfers import (
@@ -34,6 +40,14 @@ def _installation(message: Any) -> list[Party]:
     return [(message.installation_account_id, "installation")]
 
 
+def _bidder(message: Any) -> list[Party]:
+    return [(message.bidder_account_id, "bidder")]
+
+
+def _nobody(message: Any) -> list[Party]:
+    return []
+
+
 @dataclass(frozen=True)
 class Rule:
     notification_type: str  # the template's name
@@ -51,4 +65,9 @@ RULES: dict[type[Message], Rule] = {
     # Seed function f and g: installation and authority, in case of compliance and of non-compliance.
     ComplianceEvaluated: Rule("compliance_evaluated", _installation, authority=True),  # worded by status
     SurrenderedUnitsCancelled: Rule("units_cancelled", _installation, authority=True),
+    # Auctions: the authority hears of a consigned auction; each bidder of its result, delivery or forfeiture.
+    AuctionScheduled: Rule("auction_scheduled", _nobody, authority=True),
+    AuctionResultsApproved: Rule("auction_results", _bidder),  # worded by whether anything was won
+    AuctionUnitsDelivered: Rule("auction_delivered", _bidder),
+    AwardForfeited: Rule("auction_forfeited", _bidder, authority=True),
 }
