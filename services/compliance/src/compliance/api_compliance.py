@@ -16,7 +16,7 @@ from sqlalchemy import or_, select, tuple_
 from compliance import reports, service
 from compliance.tables import adjustments, directory, emission_reports, installation_results, surrenders
 from registry_common import idempotency
-from registry_common.auth import OVERSIGHT_ROLES, CurrentPrincipal, Principal, Role, require_roles
+from registry_common.auth import OVERSIGHT_ROLES, Principal, Role, require_roles
 from registry_common.errors import RegistryError, negotiate_language
 from registry_common.routes import ClockDep, ReadConn, WriteConn
 
@@ -25,6 +25,10 @@ surrenders_router = APIRouter(prefix="/api/v1/surrenders", tags=["compliance"])
 compliance_router = APIRouter(prefix="/api/v1/compliance", tags=["compliance"])
 Overseer = Annotated[Principal, Depends(require_roles(*OVERSIGHT_ROLES))]
 Authority = Annotated[Principal, Depends(require_roles(Role.AUTHORITY))]
+Installation = Annotated[Principal, Depends(require_roles(Role.INSTALLATION))]
+Verifier = Annotated[Principal, Depends(require_roles(Role.VERIFIER))]
+ReportReader = Annotated[Principal, Depends(require_roles(*OVERSIGHT_ROLES, Role.INSTALLATION, Role.VERIFIER))]
+InstallationReader = Annotated[Principal, Depends(require_roles(*OVERSIGHT_ROLES, Role.INSTALLATION))]
 Count = Annotated[int, Field(strict=True, description="whole tCO2e")]
 
 
@@ -63,7 +67,7 @@ class AttestationIn(BaseModel):
 
 
 @reports_router.post("", status_code=201)
-async def submit_report(body: ReportIn, conn: WriteConn, who: CurrentPrincipal, clock: ClockDep) -> JSONResponse:
+async def submit_report(body: ReportIn, conn: WriteConn, who: Installation, clock: ClockDep) -> JSONResponse:
     """An installation's representative (initiate right) enters its verified emissions for a period during
     the reporting window and names its accredited verifier. A new submission is a new version."""
     row = await service.submit_report(conn, body=body.model_dump(), who=who, now=clock.now())
@@ -82,7 +86,7 @@ async def correct_report(body: CorrectionIn, request: Request, conn: WriteConn, 
 
 @reports_router.get("")
 async def list_reports(
-    conn: ReadConn, who: CurrentPrincipal, period: str | None = None, installation_account_id: str | None = None,
+    conn: ReadConn, who: ReportReader, period: str | None = None, installation_account_id: str | None = None,
     state: Literal["submitted", "attested", "returned"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
@@ -116,7 +120,7 @@ async def list_reports(
 
 
 @reports_router.get("/{report_id}")
-async def get_report(report_id: UUID, conn: ReadConn, who: CurrentPrincipal) -> dict[str, Any]:
+async def get_report(report_id: UUID, conn: ReadConn, who: ReportReader) -> dict[str, Any]:
     row = (await conn.execute(select(emission_reports).where(emission_reports.c.id == report_id))).first()
     if row is None or not await service.report_visible(conn, row, who):
         raise RegistryError("compliance.report_not_found")
@@ -124,7 +128,7 @@ async def get_report(report_id: UUID, conn: ReadConn, who: CurrentPrincipal) -> 
 
 
 @reports_router.post("/{report_id}/attestation")
-async def attest_report(report_id: UUID, body: AttestationIn, conn: WriteConn, who: CurrentPrincipal,
+async def attest_report(report_id: UUID, body: AttestationIn, conn: WriteConn, who: Verifier,
                         clock: ClockDep) -> dict[str, Any]:
     """The named verifier attests the figure, or returns it with comments."""
     row = await service.decide_report(conn, report_id, attest=body.decision == "attest", comments=body.comments,
@@ -143,7 +147,7 @@ class SurrenderIn(BaseModel):
 
 
 @surrenders_router.post("", status_code=202)
-async def request_surrender(body: SurrenderIn, conn: WriteConn, who: CurrentPrincipal, clock: ClockDep,
+async def request_surrender(body: SurrenderIn, conn: WriteConn, who: Installation, clock: ClockDep,
                             key: idempotency.IdempotencyKey) -> JSONResponse:
     """Move units from your installation's central account to its delivery account, until the surrender
     deadline (1 November, 23:59:59 programme time). The ledger moves them; the state follows."""
@@ -158,7 +162,7 @@ async def request_surrender(body: SurrenderIn, conn: WriteConn, who: CurrentPrin
 
 
 @surrenders_router.get("")
-async def list_surrenders(conn: ReadConn, who: CurrentPrincipal, central_account_id: str | None = None,
+async def list_surrenders(conn: ReadConn, who: InstallationReader, central_account_id: str | None = None,
                           period: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 100,
                           cursor: Annotated[str | None, Query()] = None) -> dict[str, Any]:
     t = surrenders
@@ -182,7 +186,7 @@ async def list_surrenders(conn: ReadConn, who: CurrentPrincipal, central_account
 
 
 @surrenders_router.get("/{surrender_id}")
-async def get_surrender(surrender_id: UUID, conn: ReadConn, who: CurrentPrincipal) -> dict[str, Any]:
+async def get_surrender(surrender_id: UUID, conn: ReadConn, who: InstallationReader) -> dict[str, Any]:
     row = (await conn.execute(select(surrenders).where(surrenders.c.id == surrender_id))).first()
     if row is None or not (who.has_any(OVERSIGHT_ROLES)
                            or await directory.rights_on(conn, row.central_account_id, who.user_id)):
@@ -231,7 +235,7 @@ async def system_report(period: str, request: Request, conn: ReadConn, _who: Ove
 
 @compliance_router.get("/periods/{period}/installations/{account_id}", response_model=None)
 async def installation_report(period: str, account_id: str, request: Request, conn: ReadConn,
-                              who: CurrentPrincipal, format: Format = "json") -> Response | dict[str, Any]:
+                              who: InstallationReader, format: Format = "json") -> Response | dict[str, Any]:
     """One installation's compliance report: the authority and the installation's representatives."""
     if not (who.has_any(OVERSIGHT_ROLES) or await directory.rights_on(conn, account_id, who.user_id)):
         raise RegistryError("compliance.result_not_found", period=period, account_id=account_id)

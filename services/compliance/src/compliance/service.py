@@ -383,14 +383,19 @@ async def _apply_evaluation_batch(conn: AsyncConnection, batch: Any, message: Un
         else:
             entry["returned"] += blocks
             returned_units += result.quantity
+    results = installation_results.c
+
+    def appended(column: Any, name: str) -> Any:
+        return column.op("||")(bindparam(name, type_=JSONB))
+
     await conn.execute(
         update(installation_results).where(
-            installation_results.c.evaluation_id == batch.evaluation_id,
-            installation_results.c.installation_account_id == bindparam("b_installation"))
-        .values(cancelled_blocks=installation_results.c.cancelled_blocks.op("||")(bindparam("b_cancelled", type_=JSONB)),
-                returned_blocks=installation_results.c.returned_blocks.op("||")(bindparam("b_returned", type_=JSONB)),
-                refusals=installation_results.c.refusals.op("||")(bindparam("b_refusals", type_=JSONB)),
-                lines_pending=installation_results.c.lines_pending - bindparam("b_n")),
+            results.evaluation_id == batch.evaluation_id,
+            results.installation_account_id == bindparam("b_installation"))
+        .values(cancelled_blocks=appended(results.cancelled_blocks, "b_cancelled"),
+                returned_blocks=appended(results.returned_blocks, "b_returned"),
+                refusals=appended(results.refusals, "b_refusals"),
+                lines_pending=results.lines_pending - bindparam("b_n")),
         [{"b_installation": i, "b_cancelled": e["cancelled"], "b_returned": e["returned"],
           "b_refusals": e["refusals"], "b_n": e["n"]} for i, e in per.items()])
     await conn.execute(update(evaluation_batches).where(evaluation_batches.c.batch_id == batch.batch_id)
