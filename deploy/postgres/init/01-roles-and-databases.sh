@@ -5,11 +5,14 @@
 #   <svc>_app    exists (LOGIN) and may connect; the owner's migrations grant it the rest.
 # Idempotent: a role that exists gets its password set again, a database that exists is kept.
 # Passwords: <SVC>_OWNER_PASSWORD / <SVC>_APP_PASSWORD if set, else DB_ROLE_PASSWORD, else "registry".
+# Which services: all six (compose: one server), or those in DB_SERVICES (Kubernetes: one server each).
 # `python -m registry_common.provision --all` (the compose `migrate` service) repeats the role and
 # database part, so this script is the first line, not the only one.
 set -euo pipefail
 
 SERVICES=(accounts issuance transfers compliance auctions notifications)
+# One server per service (deploy/k8s: postgres-<svc>): DB_SERVICES names the services this server holds.
+if [[ -n "${DB_SERVICES:-}" ]]; then read -r -a SERVICES <<<"$DB_SERVICES"; fi
 DEFAULT_PASSWORD="${DB_ROLE_PASSWORD:-registry}"
 
 password_for() {  # password_for accounts owner -> $ACCOUNTS_OWNER_PASSWORD or the default
