@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import aiosmtplib
 import httpx
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifications.domain.addresses import TargetRefused, check_addresses, check_url
@@ -70,15 +70,57 @@ def email_message(row: Any, settings: Any) -> EmailMessage:
     return message
 
 
+SMTP_CONNECTIONS = 4
+"""E-mails of one round go out over at most this many SMTP connections, several messages on each."""
+
+
 async def send_email(row: Any, settings: Any) -> Outcome:
-    started = datetime.now(UTC)
+    """One message on its own SMTP connection."""
+    return (await send_emails([row], settings))[0]
+
+
+def _smtp_client(settings: Any) -> aiosmtplib.SMTP:
+    return aiosmtplib.SMTP(hostname=settings.smtp_host, port=settings.smtp_port, use_tls=False,
+                           start_tls=settings.smtp_starttls, timeout=settings.smtp_timeout_seconds)
+
+
+async def _smtp_done(client: aiosmtplib.SMTP | None) -> None:
+    if client is None or not client.is_connected:
+        return
     try:
-        await aiosmtplib.send(email_message(row, settings), hostname=settings.smtp_host, port=settings.smtp_port,
-                              use_tls=False, start_tls=settings.smtp_starttls,
-                              timeout=settings.smtp_timeout_seconds)
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        return Outcome(False, started, datetime.now(UTC), error=f"smtp: {exc!r}"[:2000])
-    return Outcome(True, started, datetime.now(UTC))
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        client.close()
+
+
+async def send_emails(rows: list[Any], settings: Any) -> list[Outcome]:
+    """Each row's message, in order of the rows; over up to ``SMTP_CONNECTIONS`` connections, each sending
+    message after message (a connection costs a handshake: greeting, EHLO, STARTTLS, QUIT). A message that
+    fails is that row's failure; its connection is dropped and the next message gets a fresh one."""
+    outcomes: list[Outcome | None] = [None] * len(rows)
+    waiting = iter(range(len(rows)))
+
+    async def sender() -> None:
+        client: aiosmtplib.SMTP | None = None
+        try:
+            for index in waiting:
+                started = datetime.now(UTC)
+                try:
+                    if client is None:
+                        client = _smtp_client(settings)
+                        await client.connect()
+                    await client.send_message(email_message(rows[index], settings))
+                except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                    outcomes[index] = Outcome(False, started, datetime.now(UTC), error=f"smtp: {exc!r}"[:2000])
+                    await _smtp_done(client)
+                    client = None
+                    continue
+                outcomes[index] = Outcome(True, started, datetime.now(UTC))
+        finally:
+            await _smtp_done(client)
+
+    await asyncio.gather(*(sender() for _ in range(min(SMTP_CONNECTIONS, len(rows)))))
+    return [outcome for outcome in outcomes if outcome is not None]
 
 
 async def send_webhook(row: Any, secret: str | None, client: httpx.AsyncClient, settings: Any) -> Outcome:
@@ -133,32 +175,59 @@ async def deliver_due(ctx: Any) -> int:
             secrets = {s.id: s.secret for s in (await conn.execute(
                 select(webhook_subscriptions.c.id, webhook_subscriptions.c.secret)
                 .where(webhook_subscriptions.c.id.in_(hook_ids)))).all()}
-    async with http_client(settings) as client:
-        outcomes = await asyncio.gather(*(
-            send_email(r, settings) if r.channel == "email"
-            else send_webhook(r, secrets.get(r.subscription_id), client, settings) for r in rows))
+    emails = [r for r in rows if r.channel == "email"]
+    hooks = [r for r in rows if r.channel != "email"]
+    mailed, posted = await asyncio.gather(send_emails(emails, settings), _send_webhooks(hooks, secrets, settings))
+    outcome_of = {r.id: o for r, o in (*zip(emails, mailed, strict=True), *zip(hooks, posted, strict=True))}
     async with engine.begin() as conn:
-        for row, outcome in zip(rows, outcomes, strict=True):
-            await record(conn, row, outcome, settings)
+        await record_all(conn, [(r, outcome_of[r.id]) for r in rows], settings)
     return len(rows)
 
 
-async def record(conn: Any, row: Any, outcome: Outcome, settings: Any) -> None:
+async def _send_webhooks(rows: list[Any], secrets: dict[Any, str], settings: Any) -> list[Outcome]:
+    if not rows:
+        return []
+    async with http_client(settings) as client:
+        return list(await asyncio.gather(*(send_webhook(r, secrets.get(r.subscription_id), client, settings)
+                                           for r in rows)))
+
+
+def _decide(row: Any, outcome: Outcome, settings: Any) -> tuple[dict[str, Any], str]:
+    """The row's new values and the attempt's result (delivered, failed or gave_up)."""
     if outcome.ok:
-        values: dict[str, Any] = {"state": "delivered", "delivered_at": outcome.finished_at, "next_attempt_at": None,
-                                  "last_error": None}
-        result = "delivered"
-    else:
-        when = next_attempt(outcome.finished_at, row.attempts, settings.delivery_retry_base_seconds,
-                            settings.delivery_retry_max_seconds, row.give_up_at)
-        if when is None:
-            values, result = {"state": "failed", "next_attempt_at": None, "last_error": outcome.error}, "gave_up"
-        else:
-            values, result = {"next_attempt_at": when, "last_error": outcome.error}, "failed"
-    await conn.execute(insert(delivery_attempts).values(
-        notification_id=row.id, attempt=row.attempts, started_at=outcome.started_at,
-        finished_at=outcome.finished_at, outcome=result, status_code=outcome.status_code, error=outcome.error))
-    await conn.execute(update(notifications).where(notifications.c.id == row.id,
-                                                   notifications.c.state == "pending").values(**values))
-    if result != "delivered":
-        log.warning("delivery %s attempt %s %s: %s", row.id, row.attempts, result, outcome.error)
+        return {"state": "delivered", "delivered_at": outcome.finished_at, "next_attempt_at": None,
+                "last_error": None}, "delivered"
+    when = next_attempt(outcome.finished_at, row.attempts, settings.delivery_retry_base_seconds,
+                        settings.delivery_retry_max_seconds, row.give_up_at)
+    if when is None:
+        return {"state": "failed", "next_attempt_at": None, "last_error": outcome.error}, "gave_up"
+    return {"next_attempt_at": when, "last_error": outcome.error}, "failed"
+
+
+async def record_all(conn: Any, attempted: list[tuple[Any, Outcome]], settings: Any) -> None:
+    """:func:`record` for every attempt of a round, in a few statements (one per kind of result)."""
+    if not attempted:
+        return
+    decided = [(row, outcome, *_decide(row, outcome, settings)) for row, outcome in attempted]
+    await conn.execute(insert(delivery_attempts), [
+        {"notification_id": row.id, "attempt": row.attempts, "started_at": outcome.started_at,
+         "finished_at": outcome.finished_at, "outcome": result, "status_code": outcome.status_code,
+         "error": outcome.error} for row, outcome, _values, result in decided])
+    for kind in ("delivered", "gave_up", "failed"):
+        same = [(row, values) for row, _outcome, values, result in decided if result == kind]
+        if not same:
+            continue
+        columns = list(same[0][1])
+        await conn.execute(
+            update(notifications)
+            .where(notifications.c.id == bindparam("row_id"), notifications.c.state == "pending")
+            .values({column: bindparam(f"new_{column}") for column in columns}),
+            [{"row_id": row.id, **{f"new_{column}": values[column] for column in columns}} for row, values in same])
+    for row, outcome, _values, result in decided:
+        if result != "delivered":
+            log.warning("delivery %s attempt %s %s: %s", row.id, row.attempts, result, outcome.error)
+
+
+async def record(conn: Any, row: Any, outcome: Outcome, settings: Any) -> None:
+    """The attempt, and the row's new state."""
+    await record_all(conn, [(row, outcome)], settings)

@@ -99,12 +99,17 @@ def webhook_body(*, event_id: UUID, event_type: str, occurred_at: datetime, noti
         "side": side, **facts}}, separators=(",", ":"), sort_keys=True, default=str)
 
 
-async def _record(conn: AsyncConnection, **values: Any) -> bool:
-    """One row per (event, recipient, channel): a second try inserts nothing."""
-    inserted = await conn.execute(pg_insert(notifications).values(id=uuid4(), **values)
-                                  .on_conflict_do_nothing(constraint="uq_notifications_once")
-                                  .returning(notifications.c.id))
-    return inserted.first() is not None
+# Every column a notification row may be given; one not given is NULL (none of them has a default).
+_ROW_COLUMNS = ("event_id", "event_type", "notification_type", "occurred_at", "recipient", "channel", "user_id",
+                "account_id", "subscription_id", "address", "language", "subject", "body", "stable_id", "state",
+                "next_attempt_at", "give_up_at", "delivered_at")
+
+
+async def _record_all(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """The rows in one statement, one row per (event, recipient, channel): a second try inserts nothing."""
+    if rows:
+        await conn.execute(pg_insert(notifications).on_conflict_do_nothing(constraint="uq_notifications_once"),
+                           [{"id": uuid4(), **dict.fromkeys(_ROW_COLUMNS), **row} for row in rows])
 
 
 async def notify(conn: AsyncConnection, message: Message, ctx: HandlerContext) -> None:
@@ -119,41 +124,51 @@ async def notify(conn: AsyncConnection, message: Message, ctx: HandlerContext) -
               "occurred_at": occurred_at}
     pending = {"state": "pending", "next_attempt_at": now, "give_up_at": give_up_at}
     timezone = settings.programme_timezone
-    for account_id, side in rule.parties(message):
-        people = (await conn.execute(
-            select(known_users).join(known_representatives, known_representatives.c.user_id == known_users.c.user_id)
-            .where(known_representatives.c.account_id == account_id, known_users.c.active)
-            .order_by(known_users.c.user_id))).all()
-        for person in people:
+    parties = rule.parties(message)
+    accounts = sorted({account_id for account_id, _ in parties})
+    # Every party's people and webhooks in two queries, then every row in one statement.
+    people_of: dict[str, list[Any]] = {account_id: [] for account_id in accounts}
+    for person in (await conn.execute(
+            select(known_representatives.c.account_id.label("party_account_id"), known_users)
+            .join(known_representatives, known_representatives.c.user_id == known_users.c.user_id)
+            .where(known_representatives.c.account_id.in_(accounts), known_users.c.active)
+            .order_by(known_users.c.user_id))).all():
+        people_of[person.party_account_id].append(person)
+    hooks_of: dict[str, list[Any]] = {account_id: [] for account_id in accounts}
+    for hook in (await conn.execute(select(webhook_subscriptions).where(
+            webhook_subscriptions.c.account_id.in_(accounts), webhook_subscriptions.c.active)
+            .order_by(webhook_subscriptions.c.id))).all():
+        hooks_of[hook.account_id].append(hook)
+    rows: list[dict[str, Any]] = []
+    for account_id, side in parties:
+        for person in people_of[account_id]:
             recipient = f"user:{person.user_id}"
             language = language_of(person.language)
             subject, body = render(rule.notification_type, language, facts, side=side, timezone=timezone)
             base = {**common, "recipient": recipient, "user_id": person.user_id, "account_id": account_id,
                     "language": language, "subject": subject, "body": body}
-            await _record(conn, **base, channel="inbox", address=None, state="delivered", delivered_at=now,
-                          stable_id=str(webhook_id(event_id, recipient)))
+            rows.append({**base, "channel": "inbox", "address": None, "state": "delivered", "delivered_at": now,
+                         "stable_id": str(webhook_id(event_id, recipient))})
             if person.email and person.email_enabled:
-                await _record(conn, **base, **pending, channel="email", address=person.email,
-                              stable_id=message_id(event_id, recipient, settings.message_id_domain))
-        hooks = (await conn.execute(select(webhook_subscriptions).where(
-            webhook_subscriptions.c.account_id == account_id, webhook_subscriptions.c.active)
-            .order_by(webhook_subscriptions.c.id))).all()
-        for hook in hooks:
+                rows.append({**base, **pending, "channel": "email", "address": person.email,
+                             "stable_id": message_id(event_id, recipient, settings.message_id_domain)})
+        for hook in hooks_of[account_id]:
             recipient = f"webhook:{hook.id}"
             body = webhook_body(event_id=event_id, event_type=event_type, occurred_at=occurred_at,
                                 notification_type=rule.notification_type, account_id=account_id, side=side,
                                 facts=facts)
-            await _record(conn, **common, **pending, recipient=recipient, channel="webhook", account_id=account_id,
-                          subscription_id=hook.id, address=hook.url, language="en", subject=rule.notification_type,
-                          body=body, stable_id=webhook_id(event_id, recipient))
+            rows.append({**common, **pending, "recipient": recipient, "channel": "webhook", "account_id": account_id,
+                         "subscription_id": hook.id, "address": hook.url, "language": "en",
+                         "subject": rule.notification_type, "body": body, "stable_id": webhook_id(event_id, recipient)})
     if rule.authority:
         for address in settings.authority_addresses:
             recipient = f"authority:{address.lower()}"
             language = settings.authority_language
             subject, body = render(rule.notification_type, language, facts, side="authority", timezone=timezone)
-            await _record(conn, **common, **pending, recipient=recipient, channel="email", address=address,
-                          language=language, subject=subject, body=body,
-                          stable_id=message_id(event_id, recipient, settings.message_id_domain))
+            rows.append({**common, **pending, "recipient": recipient, "channel": "email", "address": address,
+                         "language": language, "subject": subject, "body": body,
+                         "stable_id": message_id(event_id, recipient, settings.message_id_domain)})
+    await _record_all(conn, rows)
 
 
 SUBSCRIPTIONS: dict[type[Message], Any] = {
