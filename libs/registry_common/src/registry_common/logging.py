@@ -38,7 +38,7 @@ def configure_logging(*, service: str, process: str, level: str = "INFO", json: 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiormq", "aio_pika", "uvicorn.access", "alembic"):
+    for noisy in ("aiormq", "aio_pika", "uvicorn.access", "alembic", "httpx", "httpcore"):  # no line per call
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
