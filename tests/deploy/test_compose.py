@@ -161,6 +161,28 @@ def test_compose_covers_every_service_package():
     )
 
 
+def test_compose_runs_exactly_the_launchers_processes():
+    """The same processes as `make up` (and deploy/k8s, tests/deploy/test_k8s.py), each with its module: every
+    container built from our image is one of them, or `migrate`."""
+    from registry_common.launcher import SystemPlan
+
+    planned = {p.name: p.module for p in SystemPlan(run_dir=ROOT / "var" / "nonexistent").processes()}
+    assert {name: module for name, (_, module) in PROCESSES.items()} == planned
+    running = {name for name, spec in compose()["services"].items() if "build" in spec} - {MIGRATE}
+    assert running == set(planned), f"compose runs {sorted(running)}, the launcher {sorted(planned)}"
+
+
+def test_accounts_api_and_worker_share_the_journal_checkpoints():
+    """The worker writes the signed checkpoints, the API reads them (GET /api/v1/ledger/journal/verify)."""
+    directories = set()
+    for name in ("accounts-api", "accounts-worker"):
+        directory = environment(name)["REGISTRY_JOURNAL_CHECKPOINT_DIR"]
+        mounts = {target: source for source, target, *_ in (str(v).split(":") for v in service(name)["volumes"])}
+        assert mounts.get(directory) in (compose().get("volumes") or {}), f"{name}: {directory} is not a volume"
+        directories.add((directory, mounts[directory]))
+    assert len(directories) == 1, f"accounts API and worker must share one checkpoint volume: {directories}"
+
+
 @pytest.mark.parametrize("name", [*PROCESSES, MIGRATE])
 def test_process_is_a_service_with_image_environment_and_command(name):
     spec = service(name)
