@@ -251,3 +251,21 @@ def test_codes_in_brackets_are_printed_as_they_are(capsys: pytest.CaptureFixture
     captured = capsys.readouterr()
     assert "[auth.invalid_credentials]" in captured.err
     assert "[ledger.supply_mismatch]" in captured.out and "[t]" in captured.out
+
+
+def test_a_token_signed_with_a_rotated_key_is_renewed_once(tmp_path: Path):
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.url.path} {request.headers.get('authorization')}")
+        if request.url.path == "/api/v1/auth/refresh":
+            return httpx.Response(200, json={"access_token": "new-key", "refresh_token": "r2", "token_type": "bearer",
+                                             "expires_in": 900, "refresh_expires_in": 43200})
+        if request.headers["authorization"] == "Bearer old-access":
+            return httpx.Response(401, json={"code": "auth.token_invalid", "detail": "Token no válido."})
+        return httpx.Response(200, json={"ok": True})
+
+    registry = signed_in(tmp_path, answer)
+    assert registry.get("/api/v1/ledger/audit") == {"ok": True}
+    assert seen == ["/api/v1/ledger/audit Bearer old-access", "/api/v1/auth/refresh None",
+                    "/api/v1/ledger/audit Bearer new-key"]

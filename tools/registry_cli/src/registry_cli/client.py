@@ -5,7 +5,7 @@ sign-in (access and refresh token) is kept per registry URL in one JSON file, mo
 mode 0700: ``REGISTRY_CLI_CREDENTIALS`` if set, else ``$XDG_CONFIG_HOME/registry-cli/credentials.json``
 (``~/.config`` when ``XDG_CONFIG_HOME`` is unset). An expired access token is renewed with the refresh
 token (which the registry rotates at every use) before a request, and once more on a 401
-``auth.token_expired``.
+``auth.token_expired`` or ``auth.token_invalid`` (the signing keys were rotated: deploy/OPERATIONS.md).
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ EXIT_FAILED = 1  # the registry refused, or a check found a problem
 EXIT_USAGE = 2  # bad arguments (typer/click's own code)
 EXIT_UNREACHABLE = 3  # no answer from the registry, or a timeout while waiting
 EXIT_SIGNED_OUT = 4  # not signed in, or the sign-in ran out
+
+
+# A 401 with one of these codes is answered by renewing the sign-in once: an access token that ran out, or
+# one signed with a key that has since been rotated (refresh tokens are kept by accounts, not signed).
+RENEWABLE = frozenset({"auth.token_expired", "auth.token_invalid"})
 
 
 class CliError(Exception):
@@ -194,7 +199,7 @@ class Registry:
                 headers["Authorization"] = f"Bearer {self._access_token()}"
             answer = self._send(method, path, headers=headers, **kwargs)
             if (answer.status_code == 401 and attempt == 1 and not public
-                    and _json(answer).get("code") == "auth.token_expired"
+                    and _json(answer).get("code") in RENEWABLE
                     and not callable(kwargs.get("content"))):
                 entry = self.store.get(self.url)
                 if entry is not None:
