@@ -21,7 +21,7 @@ import asyncpg
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from prometheus_client import Counter
 from pydantic import ValidationError
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -44,6 +44,14 @@ DUPLICATES = Counter("registry_messages_duplicate_total", "Duplicate deliveries 
 FAILURES = Counter("registry_message_failures_total", "Handler failures", ["consumer", "type"])
 DEAD = Counter("registry_dead_letters_total", "Messages moved to dead_letters", ["consumer"])
 RETRY_CHANNEL = "registry_retries"
+CLAIM = (
+    pg_insert(inbox)
+    .values(consumer=bindparam("consumer"), message_id=bindparam("message_id"),
+            message_type=bindparam("message_type"))
+    .on_conflict_do_nothing(index_elements=["consumer", "message_id"])
+    .returning(inbox.c.message_id)
+)
+"""Claim a message for a consumer (built once: every delivery runs it)."""
 
 
 @dataclass(frozen=True)
@@ -145,13 +153,8 @@ class ConsumerRunner:
                 if from_retry and not await self._take_retry(conn, envelope):
                     return "skipped"
                 claimed = (
-                    await conn.execute(
-                        pg_insert(inbox)
-                        .values(consumer=self.consumer, message_id=envelope.message_id,
-                                message_type=envelope.routing_key)
-                        .on_conflict_do_nothing(index_elements=["consumer", "message_id"])
-                        .returning(inbox.c.message_id)
-                    )
+                    await conn.execute(CLAIM, {"consumer": self.consumer, "message_id": envelope.message_id,
+                                               "message_type": envelope.routing_key})
                 ).first()
                 if claimed is None:
                     DUPLICATES.labels(self.consumer).inc()

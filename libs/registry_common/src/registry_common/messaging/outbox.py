@@ -7,6 +7,7 @@ fallback). At least once: consumers deduplicate on ``message_id``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
@@ -80,17 +81,19 @@ class Publisher:
             self._exchanges = await declare_exchanges(self._channel, self.namespace)
 
     async def publish(self, exchange: str, routing_key: str, envelope: dict[str, Any]) -> None:
+        """``envelope``: an :class:`Envelope` as ``model_dump(mode="json")`` wrote it into the outbox; it
+        travels as that JSON (not parsed into the model and dumped again)."""
         await self._ready()
-        body = Envelope.model_validate(envelope)
+        correlation_id = envelope["correlation_id"]
         message = aio_pika.Message(
-            body=body.model_dump_json().encode(),
-            message_id=str(body.message_id),
-            type=body.routing_key,
+            body=json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode(),
+            message_id=str(envelope["message_id"]),
+            type=f"{envelope['type']}.v{envelope['version']}",
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            correlation_id=body.correlation_id,
-            app_id=body.producer,
-            headers={"x-correlation-id": body.correlation_id},
+            correlation_id=correlation_id,
+            app_id=envelope["producer"],
+            headers={"x-correlation-id": correlation_id},
         )
         await self._exchanges[exchange].publish(message, routing_key=routing_key, mandatory=exchange != EVENTS,
                                                 timeout=10)
