@@ -6,6 +6,7 @@ handlers directly (the broker is the system tests' business)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +26,14 @@ from registry_common.db import make_engine
 from registry_common.messaging.consumer import HandlerContext
 from registry_common.messaging.envelope import Envelope
 from registry_common.testing.fixtures import settings_from_env, wait_for
-from registry_contracts.accounts import AccountOpened, MovedBlock, RepresentativeLinked, SerialRange, UnitsMoved
+from registry_contracts.accounts import (
+    AccountOpened,
+    MovedBlock,
+    MovementRefused,
+    RepresentativeLinked,
+    SerialRange,
+    UnitsMoved,
+)
 from registry_contracts.issuance import PeriodScheduled
 
 ZONE = "America/Mexico_City"
@@ -237,3 +245,47 @@ async def test_an_auction_from_scheduling_to_delivery(api: Api):
                                  headers=a_rep)).json()
     assert mine["awards"][0]["state"] == "delivered" and mine["awards"][0]["awarded"] == 5000
     assert len(await api.outbox("auctions.auction_units_delivered.v1", auction_id)) == 1
+
+
+async def consigned(api: Api, **change: Any) -> tuple[str, dict[str, Any]]:
+    now = await api.now()
+    request = (await api.post("/api/v1/auctions", api.a, terms(now, **change))).json()
+    assert (await api.approve(request, api.b)).status_code == 200
+    [consign] = await api.outbox("accounts.move_units.v1", request["auction_id"])
+    await api.deliver(UnitsMoved(movement_id=consign["movement_id"], movement_kind="auction_consignment",
+                                 from_account_id=consign["from_account_id"], to_account_id="SYS-AUCTION",
+                                 quantity=consign["quantity"], blocks=[]))
+    return request["auction_id"], consign
+
+
+async def test_concurrent_bids_never_exceed_the_purchase_limit(api: Api):
+    auction_id, _ = await consigned(api, purchase_limit_share="0.3")  # 3,000 per bidder
+    a, a_rep = await api.bidder()
+    await api.post(f"/api/v1/auctions/{auction_id}/applications", a_rep, {"account_id": a})
+    await api.post(f"/api/v1/auctions/{auction_id}/applications/{a}/qualify", api.admin, {"guarantee_reference": "g"})
+    answers = await asyncio.gather(*(api.post(f"/api/v1/auctions/{auction_id}/bids", a_rep,
+                                              {"account_id": a, "price": "17.00", "quantity": 1000})
+                                     for _ in range(6)))
+    assert sorted(r.status_code for r in answers) == [201, 201, 201, 422, 422, 422]
+    assert {r.json()["code"] for r in answers if r.status_code == 422} == {"auction.over_purchase_limit"}
+    live = await api.sql("SELECT sum(quantity) FROM auction_bids WHERE auction_id = :a AND state = 'live'",
+                         a=auction_id)
+    assert live == [(3000,)]
+
+
+async def test_a_refused_consignment_takes_no_bids(api: Api):
+    now = await api.now()
+    request = (await api.post("/api/v1/auctions", api.a, terms(now, source="new_entrants"))).json()
+    assert (await api.approve(request, api.b)).status_code == 200
+    [consign] = await api.outbox("accounts.move_units.v1", request["auction_id"])
+    assert consign["from_account_id"] == "SYS-RES-NEW_ENTRANTS"
+    refusal = MovementRefused(command="move_units", reference_id=consign["movement_id"],
+                              code="ledger.insufficient_units")
+    await api.deliver(refusal)
+    await api.deliver(refusal)
+    shown = (await api.client.get(f"/api/v1/auctions/{request['auction_id']}", headers=api.a)).json()
+    assert (shown["state"], shown["code"]) == ("consignment_refused", "ledger.insufficient_units")
+    assert not await api.outbox("auctions.auction_scheduled.v1", request["auction_id"])
+    a, a_rep = await api.bidder()
+    applied = await api.post(f"/api/v1/auctions/{request['auction_id']}/applications", a_rep, {"account_id": a})
+    assert applied.status_code == 409 and applied.json()["code"] == "auction.wrong_state"
