@@ -132,6 +132,7 @@ async def _serious_violations(page: Any) -> list[dict[str, Any]]:
     if not await page.evaluate("() => typeof window.axe !== 'undefined'"):
         await page.evaluate(axe_source())  # evaluated by the driver: not subject to the page's CSP
     result = await page.evaluate("async () => await window.axe.run(document, {resultTypes: ['violations']})")
+    assert result["testEngine"]["version"] == "4.11.0" and result["passes"], "axe-core did not run its rules"
     return [{"id": v["id"], "impact": v["impact"], "help": v["help"],
              "nodes": [n["target"] for n in v["nodes"]][:5]}
             for v in result["violations"] if v["impact"] in ("serious", "critical")]

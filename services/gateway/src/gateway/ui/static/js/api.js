@@ -101,3 +101,18 @@ export async function signIn(username, password) {
   remember(tokens);
   return get("/api/v1/users/me");
 }
+
+/** Fetches a file the API renders (CSV, PDF...) with the user's token and hands it to the browser. */
+export async function download(path, query, filename) {
+  let answer = await send("GET", path, { query });
+  if (answer.status === 401 && (await refreshTokens())) answer = await send("GET", path, { query });
+  if (!answer.ok) throw new ApiError(answer.status, await parse(answer));
+  const url = URL.createObjectURL(await answer.blob());
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = filename;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}

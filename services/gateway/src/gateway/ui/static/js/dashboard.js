@@ -2,7 +2,7 @@
 // installation, auctions, approvals waiting for a second person (every service), dead letters, and the
 // ledger audit, journal verification and transfer reconciliation. The enforcement office
 // (authority-readonly) sees the same without any action button; the API refuses its changes anyway.
-import { get, post } from "./api.js";
+import { download, get, post } from "./api.js";
 import { barChart } from "./charts.js";
 import { number, t, term, when } from "./i18n.js";
 import {
@@ -34,11 +34,11 @@ function short(id) {
 
 // Supply --------------------------------------------------------------------------------------------
 function auctionedByVintage(auctions) {
+  // Sold at auctions whose results are approved (or settled); cleared results wait for a second person.
   const sold = {};
   for (const a of auctions || []) {
-    const quantity = ["sold_quantity", "awarded_quantity", "sold", "delivered_quantity"]
-      .map((k) => a[k]).find((v) => typeof v === "number");
-    if (typeof quantity === "number" && a.vintage !== undefined) sold[a.vintage] = (sold[a.vintage] || 0) + quantity;
+    if (!a.results || !["approved", "settled"].includes(a.state)) continue;
+    sold[a.vintage] = (sold[a.vintage] || 0) + (a.results.sold || 0);
   }
   return sold;
 }
@@ -108,19 +108,32 @@ async function loadTransfers() {
 async function loadCompliance(period) {
   const body = document.getElementById("compliance-body");
   if (!period) return body.replaceChildren(empty(t("dashboard.no_periods")));
-  await fill(body, optional(() => get(`/api/v1/compliance/periods/${encodeURIComponent(period)}/report`)),
-    (report) => {
-      if (report === null) return empty(t("compliance.not_evaluated"));
-      const items = report.installations || [];
-      if (!items.length) return empty(t("compliance.no_installations"));
-      return table(t("dashboard.compliance_caption", { period }),
-        [t("col.account"), t("col.name"), t("col.compliance_status"), t("col.obligation"), t("col.counted"),
-         t("col.shortfall")],
-        items.map((i) => [i.account_id, i.name || "—",
+  const path = `/api/v1/compliance/periods/${encodeURIComponent(period)}/report`;
+  await fill(body, optional(() => get(path)), (report) => {
+    if (report === null) return empty(t("compliance.not_evaluated"));
+    const items = report.installations || [];
+    const summary = report.summary || {};
+    const downloads = el("div", { class: "actions" }, ["csv", "pdf"].map((format) => {
+      const button = actionButton(t(`dashboard.download_${format}`),
+                                  () => download(path, { format }, `compliance-${period}.${format}`),
+                                  { region: body });
+      return button;
+    }));
+    return el("div", {},
+      el("p", {}, t("dashboard.compliance_summary", {
+        state: term("evaluation_state", report.state), installations: number(summary.installations),
+        compliant: number(summary.compliant), non_compliant: number(summary.non_compliant),
+        shortfall: number(summary.shortfall) })),
+      downloads,
+      items.length ? table(t("dashboard.compliance_caption", { period }),
+        [t("col.account"), t("col.name"), t("col.compliance_status"), t("col.reason"), t("col.obligation"),
+         t("col.counted"), t("col.shortfall")],
+        items.map((i) => [i.installation_account_id || i.account_id, i.name || "—",
                           el("span", { class: `status status-${i.status}`, text: term("compliance_status", i.status) }),
+                          i.reason ? term("compliance_reason", i.reason) : "—",
                           number(i.obligation), number(i.counted), number(i.shortfall)]),
-        { className: "numbers" });
-    });
+        { className: "numbers" }) : empty(t("compliance.no_installations")));
+  });
 }
 
 // Auctions ------------------------------------------------------------------------------------------
@@ -132,11 +145,13 @@ async function loadAuctions() {
       if (!items.length) return empty(t("dashboard.no_auctions"));
       return table(t("dashboard.auctions_caption"),
         [t("col.auction"), t("col.vintage"), t("col.quantity"), t("col.state"), t("col.bidding_closes"),
-         t("col.clearing_price"), t("col.details")],
-        items.map((a) => [short(a.id), String(a.vintage ?? "—"), number(a.quantity), term("auction_state", a.state),
-                          when(a.bidding_closes_at),
-                          a.clearing_price ? `${a.clearing_price} ${a.currency || ""}` : "—",
-                          details(t("common.show_details"), a)]));
+         t("col.clearing_price"), t("col.sold"), t("col.unsold"), t("col.bidders")],
+        items.map((a) => {
+          const r = a.results || {};
+          return [a.code || short(a.id), String(a.vintage ?? "—"), number(a.quantity), term("auction_state", a.state),
+                  when(a.bidding_closes_at), r.clearing_price ? `${r.clearing_price} ${a.currency || ""}` : "—",
+                  number(r.sold), number(r.unsold), number(r.bidders)];
+        }), { className: "numbers" });
     });
 }
 

@@ -11,6 +11,18 @@ import {
 const user = await startPage({ allow: (u) => !hasAny(u, OVERSIGHT) });
 const FINAL = ["completed", "reversed", "failed"];
 let accounts = [];
+const periodsSeen = new Set();
+
+function optional(loader) {
+  return async () => {
+    try {
+      return await loader();
+    } catch (error) {
+      if (notThere(error)) return null;
+      throw error;
+    }
+  };
+}
 const generation = {};
 
 /** A fresh turn for section `name`: a later reload of the same section makes earlier ones stop adding. */
@@ -178,47 +190,40 @@ async function loadSurrenders() {
     const part = el("div", {});
     if (!current()) return;
     body.append(part);
-    await fill(part, async () => {
-      try {
-        return await get("/api/v1/surrenders", { account_id: account.id });
-      } catch (error) {
-        if (notThere(error)) return null;
-        throw error;
-      }
-    }, (page) => {
+    await fill(part, optional(() => get("/api/v1/surrenders", { central_account_id: account.id })), (page) => {
       if (page === null) return empty(t("portal.surrenders_unavailable"));
       const items = page.items || [];
+      for (const s of items) if (s.period) periodsSeen.add(s.period);
       if (!items.length) return empty(t("portal.no_surrenders", { account: account.id }));
       return table(t("portal.surrenders_caption", { account: account.id }),
-        [t("col.surrender"), t("col.unit_type"), t("col.vintage"), t("col.quantity"), t("col.state"), t("col.created")],
-        items.map((s) => [el("code", { text: String(s.id).slice(0, 8), title: s.id }), term("unit", s.unit_type),
-                          s.vintage ? String(s.vintage) : t("common.any"), number(s.quantity),
-                          term("surrender_state", s.state), when(s.created_at)]));
+        [t("col.surrender"), t("col.period"), t("col.unit_type"), t("col.vintage"), t("col.quantity"), t("col.state"),
+         t("col.requested_at")],
+        items.map((s) => [el("code", { text: String(s.id).slice(0, 8), title: s.id }), s.period || "—",
+                          term("unit", s.unit_type), s.vintage ? String(s.vintage) : t("common.any"),
+                          number(s.quantity),
+                          s.code ? `${term("surrender_state", s.state)} (${s.code})` : term("surrender_state", s.state),
+                          when(s.requested_at || s.created_at)]));
     });
   }
 }
 
-const COMPLIANCE_FIELDS = ["status", "obligation", "counted", "shortfall", "surrendered", "projection",
-                           "projected_shortfall", "deadline", "period"];
+const COMPLIANCE_FIELDS = ["period", "status", "reason", "emissions", "obligation", "counted", "delivered", "shortfall",
+                           "surrendered", "projection", "projected_shortfall", "deadline"];
 
-function complianceCard(account, status) {
-  if (status === null) {
-    return el("article", { class: "card" }, el("h3", { text: accountLabel(account) }),
-              empty(t("compliance.not_evaluated")));
-  }
-  const known = COMPLIANCE_FIELDS.filter((k) => k in status);
-  const rest = Object.keys(status).filter((k) => !COMPLIANCE_FIELDS.includes(k) && k !== "account_id"
-                                                  && (typeof status[k] !== "object" || status[k] === null));
+function facts(record) {
+  const keys = [...COMPLIANCE_FIELDS.filter((k) => k in record),
+                ...Object.keys(record).filter((k) => !COMPLIANCE_FIELDS.includes(k) && typeof record[k] !== "object"
+                                                     && !k.endsWith("_id"))];
   const value = (k) => {
-    const v = status[k];
+    const v = record[k];
     if (k === "status") return term("compliance_status", v);
+    if (k === "reason") return v ? term("compliance_reason", v) : "—";
     if (typeof v === "number") return number(v);
-    if (v && typeof v === "object") return JSON.stringify(v);
+    if (typeof v === "boolean") return t(v ? "common.yes" : "common.no");
     return v === null || v === undefined ? "—" : String(v);
   };
-  return el("article", { class: "card" }, el("h3", { text: accountLabel(account) }),
-    el("dl", { class: "facts" }, [...known, ...rest].map((k) => [el("dt", { text: term("compliance_field", k) }),
-                                                                 el("dd", { text: value(k) })])));
+  return el("dl", { class: "facts" }, keys.map((k) => [el("dt", { text: term("compliance_field", k) }),
+                                                        el("dd", { text: value(k) })]));
 }
 
 async function loadCompliance() {
@@ -231,13 +236,22 @@ async function loadCompliance() {
     if (!current()) return;
     body.append(part);
     await fill(part, async () => {
-      try {
-        return await get(`/api/v1/compliance/installations/${encodeURIComponent(account.id)}/status`);
-      } catch (error) {
-        if (notThere(error)) return null;
-        throw error;
+      // The current status and projection (when compliance offers it), then every evaluated period known
+      // from this account's surrenders.
+      const status = await optional(() => get(`/api/v1/compliance/installations/${encodeURIComponent(account.id)}/status`))();
+      const evaluated = [];
+      for (const period of [...periodsSeen].sort()) {
+        const report = await optional(() => get(
+          `/api/v1/compliance/periods/${encodeURIComponent(period)}/installations/${encodeURIComponent(account.id)}`))();
+        if (report && report.installation) evaluated.push({ period, ...report.installation });
       }
-    }, (status) => complianceCard(account, status));
+      return { status, evaluated };
+    }, ({ status, evaluated }) => el("article", { class: "card", "aria-labelledby": `compliance-${account.id}` },
+      el("h3", { id: `compliance-${account.id}`, text: accountLabel(account) }),
+      status ? facts(status) : null,
+      evaluated.map((line) => el("div", {}, el("h4", { text: t("portal.evaluated_period", { period: line.period }) }),
+                                 facts(line))),
+      status || evaluated.length ? null : empty(t("compliance.not_evaluated"))));
   }
 }
 
@@ -305,7 +319,7 @@ if (user) {
                      quantity: intField(f.quantity), vintage: intField(f.vintage) }),
     submit: (body, key) => api("POST", "/api/v1/surrenders", { body, key }),
     done: (answer) => {
-      loadSurrenders();
+      loadSurrenders().then(loadCompliance);
       loadHoldings();
       return t("portal.surrender_requested", { id: String(answer.id).slice(0, 8), state: term("surrender_state", answer.state) });
     },
@@ -319,7 +333,7 @@ if (user) {
       return t("portal.webhook_created", { secret: answer.secret });
     },
   });
-  await Promise.all([loadHoldings(), loadIncoming(), loadTransfers(), loadSurrenders(), loadCompliance(),
+  await Promise.all([loadHoldings(), loadIncoming(), loadTransfers(), loadSurrenders().then(loadCompliance),
                      loadNotifications(), loadWebhooks()]);
   document.body.dataset.ready = "true";
 }
