@@ -31,7 +31,7 @@ import httpx
 import pytest
 from openpyxl import Workbook
 
-from registry_common.messaging.topology import EVENTS, exchange_name
+from registry_common.messaging.topology import queue_name
 from registry_common.testing.fixtures import wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.integration]
@@ -260,9 +260,9 @@ async def test_allocation_import_approval_and_run_with_progress(system, people, 
 
 
 async def test_dead_letters_listed_and_replayed(system, people, provisioned_services):
-    """A user_registered event whose payload breaks its contract dies at once in every consumer of it; the
-    administrator lists it with its error and replays notifications' copy, which runs again (and, still
-    broken, dies again: a new dead letter for the same message)."""
+    """A user_registered event whose payload breaks its contract dies at once in notifications' consumer;
+    the administrator lists it with its error and replays it: it runs again (and, still broken, dies again:
+    a new dead letter for the same message)."""
     admin, ana = people["admin"], people["ana"]
     await admin.run("login", "-u", "admin", "--password-stdin",
                     stdin=provisioned_services["REGISTRY_BOOTSTRAP_ADMIN_PASSWORD"] + "\n")
@@ -274,10 +274,11 @@ async def test_dead_letters_listed_and_replayed(system, people, provisioned_serv
     connection = await aio_pika.connect(provisioned_services["REGISTRY_AMQP_URL"])
     async with connection:
         channel = await connection.channel()
-        exchange = await channel.get_exchange(exchange_name(provisioned_services["REGISTRY_NAMESPACE"], EVENTS))
-        await exchange.publish(aio_pika.Message(json.dumps(envelope).encode(), message_id=message_id,
-                                                content_type="application/json"),
-                               routing_key="accounts.user_registered.v1")
+        # Straight into notifications' queue (the default exchange), so no other service gets it.
+        await channel.default_exchange.publish(
+            aio_pika.Message(json.dumps(envelope).encode(), message_id=message_id, content_type="application/json",
+                             type="accounts.user_registered.v1"),
+            routing_key=queue_name(provisioned_services["REGISTRY_NAMESPACE"], "notifications"))
 
     async def dead(state: str = "dead") -> list[dict[str, Any]]:
         listed = await admin.json("dead-letters", "list", "--service", "notifications", "--state", state)
@@ -286,7 +287,7 @@ async def test_dead_letters_listed_and_replayed(system, people, provisioned_serv
     [letter] = await wait_for(dead, timeout=60, what="the broken message dead-lettered")
     assert letter["message_type"] == "accounts.user_registered.v1" and "ValidationError" in letter["error"]
     merged = await admin.json("dead-letters", "list")
-    assert {"notifications"} <= {d["service"] for d in merged["items"] if str(d["message_id"]) == message_id}
+    assert {d["service"] for d in merged["items"] if str(d["message_id"]) == message_id} == {"notifications"}
     table = await admin.run("dead-letters", "list")
     assert table.returncode == 0 and "accounts.user_registered.v1" in table.stdout
 
@@ -302,3 +303,50 @@ async def test_dead_letters_listed_and_replayed(system, people, provisioned_serv
     await wait_for(died_again, timeout=60, what="the replayed message ran again")
     twice = await admin.run("dead-letters", "replay", "notifications", str(letter["id"]), "--yes")
     assert twice.returncode == 1 and "[dead_letter.not_replayable]" in twice.stderr
+
+
+async def test_evaluation_run_and_show_on_a_registry_of_its_own(registry_env, tmp_path_factory):
+    """On a registry of this test's own (its clock moves past the pilot's first surrender deadline, which the
+    shared system must never do), with the automatic evaluation off so the CLI is what starts it: refused
+    before the deadline, run and followed to completion after it, and a re-run answers the same one."""
+    from registry_common.testing.private_system import private_system
+
+    run_dir = tmp_path_factory.mktemp("cli-evaluation")
+    settings = {"REGISTRY_AUTO_EVALUATE": "false", "REGISTRY_EVALUATE_INTERVAL_SECONDS": "0.2"}
+    async with private_system(registry_env, run_dir, "cli", settings) as (plan, own):
+        admin = Operator("admin", run_dir / "admin.json", plan.gateway_url)
+        done = await admin.run("login", "-u", "admin", "--password-stdin",
+                               stdin=own["REGISTRY_BOOTSTRAP_ADMIN_PASSWORD"] + "\n")
+        assert done.returncode == 0, done.stderr
+        async with httpx.AsyncClient(base_url=plan.gateway_url, timeout=10) as http:
+            token = json.loads(admin.credentials.read_text())[plan.gateway_url]["access_token"]
+            username = f"eva-{uuid4().hex[:8]}"
+            created = await http.post("/api/v1/users", headers=auth(token), json={
+                "username": username, "display_name": "Eva", "email": f"{username}@example.mx", "language": "es",
+                "roles": ["authority"], "password": PASSWORD})
+            assert created.status_code == 201, created.text
+        authority = Operator(username, run_dir / "authority.json", plan.gateway_url)
+        await authority.login()
+
+        early = await authority.run("evaluation", "run", "2020")
+        assert early.returncode == 1 and "[compliance.period_not_due]" in early.stderr, early.stderr
+        none = await authority.run("evaluation", "show", "2020")
+        assert none.returncode == 1 and "[compliance.evaluation_not_found]" in none.stderr, none.stderr
+
+        moved = await authority.json("clock", "set", "2021-11-02T09:00:00-06:00", "--reason", "past the deadline")
+
+        async def compliance_sees_it() -> bool:
+            async with httpx.AsyncClient(timeout=5) as http:
+                for url in (plan.api_url("compliance"), plan.worker_url("compliance")):
+                    if (await http.get(f"{url}/health")).json()["clock"]["version"] < moved["version"]:
+                        return False
+            return True
+
+        await wait_for(compliance_sees_it, timeout=60, what="compliance on the new programme time")
+        ran = await authority.run("evaluation", "run", "2020")
+        assert ran.returncode == 0, (ran.stdout, ran.stderr)
+        assert "completed" in ran.stdout and "evaluating 2020" in ran.stderr
+        shown = await authority.json("evaluation", "show", "2020")
+        assert shown["state"] == "completed" and shown["trigger"] == "command"
+        again = await authority.json("evaluation", "run", "2020")
+        assert again["id"] == shown["id"] and again["state"] == "completed"
