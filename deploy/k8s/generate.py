@@ -534,8 +534,10 @@ def domain_service(service: str) -> list[dict[str, Any]]:
                                             ("worker", f"{service}.worker", WORKER_PORT, WORKER_REPLICAS)):
         name = f"{service}-{process}"
         docs.append(process_deployment(name, service, process, module, port, replicas, service_env(service)))
+        # A worker's Service carries only health and metrics: it lists pods that are not ready too, so the
+        # gateway's health view shows why (e.g. the relay lag) instead of an unreachable service.
         docs.append(cluster_service(name, port, "http" if process == "api" else "health",
-                                    {"app.kubernetes.io/name": name}))
+                                    {"app.kubernetes.io/name": name}, publish_not_ready=process == "worker"))
         docs.append(disruption_budget(name))
     return docs
 

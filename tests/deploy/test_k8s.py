@@ -232,6 +232,10 @@ def test_services_select_pods_on_named_ports_and_the_ingress_reaches_the_gateway
             assert port["targetPort"] in ports, f"Service {name}: {port['targetPort']} not in {ports}"
     for process in plan_processes():
         assert process in of_kind("Service"), f"no Service for {process} (the gateway reaches it by this name)"
+        not_ready_too = of_kind("Service")[process]["spec"].get("publishNotReadyAddresses", False)
+        assert not_ready_too == process.endswith("-worker"), (
+            f"{process}: a worker's Service must list pods that are not ready (the gateway reports why); "
+            "an API's must not (it carries requests)")
     [rule] = of_kind("Ingress")["gateway"]["spec"]["rules"]
     backend = rule["http"]["paths"][0]["backend"]["service"]
     assert backend["name"] == "gateway"
