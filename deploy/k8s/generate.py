@@ -566,6 +566,41 @@ def gateway() -> list[dict[str, Any]]:
     ]
 
 
+def network_policies() -> list[dict[str, Any]]:
+    """Each PostgreSQL answers only its own service's pods and the provisioning Job (a leaked password of one
+    service opens no other service's database); RabbitMQ answers the registry's pods and its own nodes, and
+    its metrics port anyone in the cluster (Prometheus)."""
+    provision = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "registry-provision"}}}
+    docs = []
+    for service in SERVICES:
+        name = f"postgres-{service}"
+        docs.append({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta(name),
+            "spec": {
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": name}},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"registry.example.mx/service": service}}},
+                                      provision],
+                             "ports": [{"protocol": "TCP", "port": 5432}]}],
+            },
+        })
+    docs.append({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta("rabbitmq"),
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "rabbitmq"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": PART_OF}}}],
+                 "ports": [{"protocol": "TCP", "port": 5672}]},
+                {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "rabbitmq"}}}],
+                 "ports": [{"protocol": "TCP", "port": 4369}, {"protocol": "TCP", "port": 25672}]},
+                {"from": [{"namespaceSelector": {}}], "ports": [{"protocol": "TCP", "port": 15692}]},
+            ],
+        },
+    })
+    return docs
+
+
 def files() -> dict[str, list[dict[str, Any]]]:
     out = {
         "00-namespace.yaml": namespace(),
@@ -578,6 +613,7 @@ def files() -> dict[str, list[dict[str, Any]]]:
     for number, service in enumerate(SERVICES, start=40):
         out[f"{number}-{service}.yaml"] = domain_service(service)
     out["50-gateway.yaml"] = gateway()
+    out["60-network-policies.yaml"] = network_policies()
     return out
 
 

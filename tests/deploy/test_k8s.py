@@ -343,3 +343,30 @@ def test_every_application_image_is_the_one_the_dockerfile_builds():
         for container in containers(spec):
             image = container["image"].split(":")[0]
             assert image in (APP_IMAGE, "postgres", "rabbitmq"), (name, container["image"])
+
+
+def test_each_database_answers_only_its_own_service_and_provisioning():
+    policies = of_kind("NetworkPolicy")
+    pods = {name: doc["spec"]["template"]["metadata"]["labels"]
+            for kind in ("Deployment", "StatefulSet", "Job") for name, doc in of_kind(kind).items()}
+
+    def admitted(policy: dict[str, Any], port: int) -> set[str]:
+        names = set()
+        for rule in policy["spec"]["ingress"]:
+            if port not in {p["port"] for p in rule["ports"]}:
+                continue
+            for peer in rule["from"]:
+                if "namespaceSelector" in peer:
+                    return {"*"}
+                wanted = peer["podSelector"]["matchLabels"].items()
+                names |= {pod for pod, labels in pods.items() if wanted <= labels.items()}
+        return names
+
+    for service in SERVICES:
+        policy = policies[f"postgres-{service}"]
+        assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": f"postgres-{service}"}
+        assert admitted(policy, 5432) == {f"{service}-api", f"{service}-worker", f"postgres-{service}",
+                                          "registry-provision"}
+    broker = policies["rabbitmq"]
+    assert {f"{s}-worker" for s in SERVICES} | {"registry-provision"} <= admitted(broker, 5672)
+    assert admitted(broker, 25672) == {"rabbitmq"}
