@@ -289,3 +289,33 @@ async def test_a_refused_consignment_takes_no_bids(api: Api):
     a, a_rep = await api.bidder()
     applied = await api.post(f"/api/v1/auctions/{request['auction_id']}/applications", a_rep, {"account_id": a})
     assert applied.status_code == 409 and applied.json()["code"] == "auction.wrong_state"
+
+
+async def test_rejected_results_can_be_cleared_again_once(api: Api):
+    auction_id, _ = await consigned(api)
+    a, a_rep = await api.bidder()
+    await api.post(f"/api/v1/auctions/{auction_id}/applications", a_rep, {"account_id": a})
+    await api.post(f"/api/v1/auctions/{auction_id}/applications/{a}/qualify", api.admin, {"guarantee_reference": "g"})
+    assert (await api.post(f"/api/v1/auctions/{auction_id}/bids", a_rep,
+                           {"account_id": a, "price": "17.00", "quantity": 2000})).status_code == 201
+
+    async def closed() -> bool:
+        return (await api.client.get(f"/api/v1/auctions/{auction_id}", headers=api.a)).json()["bidding"] == "closed"
+
+    await wait_for(closed, timeout=30, what="the bidding window to close")
+    first = (await api.post(f"/api/v1/auctions/{auction_id}/clear", api.a)).json()
+    twice = await api.post(f"/api/v1/auctions/{auction_id}/clear", api.a)
+    assert twice.status_code == 409 and twice.json()["code"] == "auction.wrong_state"  # awaiting approval
+    rejected = await api.client.post(f"/api/v1/auctions/approvals/{first['approval_id']}/reject",
+                                     json={"reason": "recount"}, headers=api.b)
+    assert rejected.status_code == 200
+    shown = (await api.client.get(f"/api/v1/auctions/{auction_id}", headers=api.a)).json()
+    assert shown["state"] == "cleared" and shown["results"]["results_approval_state"] == "rejected"
+    second = await api.post(f"/api/v1/auctions/{auction_id}/clear", api.b)
+    assert second.status_code == 200 and second.json()["approval_id"] != first["approval_id"]
+    assert second.json()["results_hash"] == first["results_hash"]  # the same bids clear the same way
+    assert await api.sql("SELECT count(*) FROM auction_awards WHERE auction_id = :a", a=auction_id) == [(1,)]
+    by_second_clearer = await api.approve(second.json(), api.b)
+    assert by_second_clearer.status_code == 403
+    assert (await api.approve(second.json(), api.a)).status_code == 200
+    assert len(await api.outbox("auctions.auction_results_approved.v1", auction_id)) == 1
