@@ -110,9 +110,9 @@ async def run(ctx: Context) -> None:
                 result = answer.json()
             conn = await asyncpg.connect(with_database(ctx.admin_dsn, f"{prefix}auctions"))
             try:
-                stored = await conn.fetchval("SELECT count(*) FROM auction_bid_results r JOIN auction_bids b ON b.seq = r.bid_seq "
-                                             "WHERE b.auction_id = $1",
-                                             UUID(auction_id))
+                stored = await conn.fetchval(
+                    "SELECT count(*) FROM auction_bid_results r JOIN auction_bids b ON b.seq = r.bid_seq "
+                    "WHERE b.auction_id = $1", UUID(auction_id))
                 awarded = await conn.fetchval("SELECT sum(awarded) FROM auction_awards")
             finally:
                 await conn.close()
