@@ -51,11 +51,24 @@ ui_own_system = pytest.fixture(scope="session", name="ui_own_system")(_shared.sy
 @pytest.fixture(scope="session")
 def system(request: pytest.FixtureRequest) -> Any:
     """The system tests' running system when this session collected system tests (session-scoped there,
-    so it is the same processes); otherwise tests/ui's own, started by the same fixture code."""
+    so the same processes serve both); otherwise tests/ui's own, started by the same fixture code.
+
+    pytest has no public way to ask another directory's fixture for its value: this reads the fixture
+    manager (pytest 9, pinned): the cached value when the system tests already started it, else that
+    fixture set up through a not-yet-run system test's request (so they share it afterwards)."""
     system_dir = SYSTEM_CONFTEST.parent
     for item in request.session.items:
-        if Path(str(item.path)).parent == system_dir and "system" in getattr(item, "fixturenames", ()):
-            return item._request.getfixturevalue("system")
+        if Path(str(item.path)).parent != system_dir or "system" not in getattr(item, "fixturenames", ()):
+            continue
+        definitions = request._fixturemanager.getfixturedefs("system", item) or ()
+        if definitions and definitions[-1].cached_result is not None:
+            value, _key, failure = definitions[-1].cached_result
+            if failure is not None:
+                pytest.fail("the system tests' system did not start")
+            return value
+        pending = getattr(item, "_request", None)
+        if pending:
+            return pending.getfixturevalue("system")
     return request.getfixturevalue("ui_own_system")
 
 

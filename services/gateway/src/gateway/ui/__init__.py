@@ -50,4 +50,6 @@ def install_ui(app: FastAPI) -> None:
     async def ui_root() -> RedirectResponse:
         return RedirectResponse(f"{PREFIX}/", status_code=308)
 
-    app.mount(PREFIX, UiFiles(directory=STATIC, html=True), name="ui")
+    # check_dir=False: an install without the static files (package data missing) still starts the gateway;
+    # /ui/ then answers 404.
+    app.mount(PREFIX, UiFiles(directory=STATIC, html=True, check_dir=False), name="ui")
