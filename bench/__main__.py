@@ -13,6 +13,7 @@ MODULES: list[str] = [
     "bench.ledger",
     "bench.allocation",
     "bench.transfers",
+    "bench.compliance",
     "bench.auctions",
 ]
 

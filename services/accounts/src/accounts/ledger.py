@@ -518,11 +518,17 @@ async def move_units_batch(conn: AsyncConnection, lines: list[MoveUnits], actor:
         groups[(line.from_account_id, line.unit_type)].append(index)
 
     takes_of: dict[int, list[Take]] = {}
+    # Vintage-specific lines may need blocks beyond the oldest ones: those senders' blocks are read whole,
+    # all of them in one statement (many small accounts, as in a compliance evaluation); the others only
+    # as many blocks as their lines need (one big account, as the cap in an allocation).
+    whole = [key for key, indexes in groups.items() if any(lines[i].vintage is not None for i in indexes)]
+    every_block = await blocks_of_accounts(conn, whole)
     for (sender, unit_type), indexes in groups.items():
-        need = sum(lines[i].quantity for i in indexes)
-        if any(lines[i].vintage is not None for i in indexes):
-            need = 2**62  # vintage-specific lines may need blocks beyond the oldest ones
-        blocks = await candidate_blocks(conn, Location(account_id=sender), unit_type, None, need)
+        if (sender, unit_type) in every_block:
+            blocks = every_block.get((sender, unit_type), [])
+        else:
+            need = sum(lines[i].quantity for i in indexes)
+            blocks = await candidate_blocks(conn, Location(account_id=sender), unit_type, None, need)
         served = take_in_order(blocks, [(lines[i].quantity, lines[i].vintage) for i in indexes])
         for index, outcome in zip(indexes, served, strict=True):
             if isinstance(outcome, Refusal):
@@ -537,6 +543,22 @@ async def move_units_batch(conn: AsyncConnection, lines: list[MoveUnits], actor:
             to_account_id=line.to_account_id, quantity=line.quantity,
             blocks=moved_blocks(line.unit_type, _takes_as_ranges(takes)))
     return [r for r in results if r is not None]
+
+
+async def blocks_of_accounts(conn: AsyncConnection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[Block]]:
+    """Every block of each (account, unit type), in one statement, oldest vintage and lowest serial first."""
+    if not keys:
+        return {}
+    found: dict[tuple[str, str], list[Block]] = {key: [] for key in keys}
+    rows = (await conn.execute(
+        select(unit_blocks.c.id, unit_blocks.c.account_id, unit_blocks.c.unit_type, unit_blocks.c.vintage,
+               unit_blocks.c.origin, unit_blocks.c.serial_start, unit_blocks.c.serial_end)
+        .where(unit_blocks.c.account_id.in_(sorted({a for a, _ in keys})))
+        .order_by(unit_blocks.c.account_id, unit_blocks.c.vintage, unit_blocks.c.serial_start))).all()
+    for r in rows:
+        if (r.account_id, r.unit_type) in found:
+            found[(r.account_id, r.unit_type)].append(Block(r.id, r.vintage, r.origin, r.serial_start, r.serial_end))
+    return found
 
 
 def _check_batch_line(line: MoveUnits, known: dict[str, Any], frozen: bool, recorded: set[UUID]) -> None:
