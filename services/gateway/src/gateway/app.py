@@ -31,6 +31,7 @@ from gateway.upstreams import Upstream, upstreams_from_environment
 from registry_common.api import install_request_context
 from registry_common.auth import codec_from_settings
 from registry_common.errors import RegistryError, install_error_handlers, problem_response
+from registry_common.http_transport import LeanHTTPTransport
 from registry_common.settings import RegistrySettings, load_settings
 
 UPSTREAM_TIMEOUT = httpx.Timeout(10.0)
@@ -40,6 +41,15 @@ UPSTREAM_TIMEOUT = httpx.Timeout(10.0)
 # close and reopen connections all the time).
 UPSTREAM_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=4.0)
 FORWARDED_METHODS = ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def upstream_transport(api_url: str) -> httpx.AsyncBaseTransport:
+    """The pool of connections to one upstream: the lean HTTP/1.1 transport for plain http:// (the
+    registry's own processes), httpx's own otherwise; same limits either way."""
+    if api_url.startswith("http://"):
+        return LeanHTTPTransport(max_connections=UPSTREAM_LIMITS.max_connections or 200,
+                                 keepalive_expiry=UPSTREAM_LIMITS.keepalive_expiry or 4.0)
+    return httpx.AsyncHTTPTransport(limits=UPSTREAM_LIMITS, trust_env=False)
 
 
 async def _probe(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
@@ -89,8 +99,7 @@ def create_app(
             clients: dict[str, httpx.AsyncClient] = {}
             pools: dict[str, httpx.AsyncBaseTransport] = {}
             for upstream in targets:
-                pool = transports.get(upstream.service) or httpx.AsyncHTTPTransport(limits=UPSTREAM_LIMITS,
-                                                                                    trust_env=False)
+                pool = transports.get(upstream.service) or upstream_transport(upstream.api_url)
                 clients[upstream.service] = await stack.enter_async_context(httpx.AsyncClient(
                     base_url=upstream.api_url, timeout=UPSTREAM_TIMEOUT, transport=pool, trust_env=False,
                     follow_redirects=False,
