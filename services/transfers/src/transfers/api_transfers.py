@@ -13,12 +13,13 @@ import httpx
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import or_, select, tuple_, update
+from sqlalchemy import bindparam, or_, select, tuple_, update
 
 from registry_common import idempotency
 from registry_common.audit import record_audit
 from registry_common.auth import OVERSIGHT_ROLES, CurrentPrincipal, Principal, Role, require_roles
 from registry_common.errors import RegistryError
+from registry_common.http_transport import LeanHTTPTransport
 from registry_common.routes import ReadConn, WriteConn
 from transfers import service
 from transfers.domain.saga import State, reconcile
@@ -32,8 +33,10 @@ Administrator = Annotated[Principal, Depends(require_roles(Role.ADMINISTRATOR))]
 @asynccontextmanager
 async def accounts_client(app: FastAPI) -> AsyncIterator[None]:
     """The accounts API, for the balance pre-check and the reconciliation (never for truth)."""
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)  # kept alive under load
-    async with httpx.AsyncClient(base_url=app.state.settings.accounts_api_url, timeout=5.0, limits=limits) as client:
+    url = app.state.settings.accounts_api_url
+    transport = (LeanHTTPTransport(max_connections=100) if url.startswith("http://")  # kept alive under load
+                 else httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=100, max_keepalive_connections=100)))
+    async with httpx.AsyncClient(base_url=url, timeout=5.0, transport=transport) as client:
         app.state.accounts_api = client
         yield
 
@@ -87,7 +90,8 @@ async def request_transfer(body: TransferIn, request: Request, who: CurrentPrinc
         rights = await service.rights_on(conn, body.sender_account_id, who.user_id)
         available = balance if "initiate" in rights else None
         row = await service.request_transfer(conn, body=body.model_dump(), who=who,
-                                             now=request.app.state.clock.now(), available=available)
+                                             now=request.app.state.clock.now(), available=available,
+                                             sender_rights=rights)
         content = _json(public(row))
         await idempotency.remember(conn, key, who.user_id, 201, content)
     return JSONResponse(content, status_code=201, headers={"Location": f"/api/v1/transfers/{row.id}"})
@@ -167,14 +171,17 @@ async def reconciliation(request: Request, conn: ReadConn, _who: Overseer) -> di
             "problems": problems}
 
 
+_HISTORY = select(transfer_history).where(transfer_history.c.transfer_id == bindparam("transfer_id")).order_by(
+    transfer_history.c.id)
+
+
 @router.get("/{transfer_id}")
 async def get_transfer(transfer_id: UUID, conn: ReadConn, who: CurrentPrincipal) -> dict[str, Any]:
     """The transfer with its full state history."""
     row = await service.load(conn, transfer_id, lock=False)
     if row is None or not await service.visible(conn, row, who):
         raise RegistryError("transfer.not_found")
-    history = (await conn.execute(select(transfer_history).where(transfer_history.c.transfer_id == transfer_id)
-                                  .order_by(transfer_history.c.id))).mappings().all()
+    history = (await conn.execute(_HISTORY, {"transfer_id": transfer_id})).mappings().all()
     return {**public(row), "history": [{k: v for k, v in h.items() if k != "transfer_id"} for h in history]}
 
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -101,9 +101,12 @@ def to_domain(row: Any) -> Transfer:
                     reason=row.reason, failure_code=row.failure_code)
 
 
+_LOAD = select(transfers).where(transfers.c.id == bindparam("transfer_id"))
+_LOAD_LOCKED = _LOAD.with_for_update()
+
+
 async def load(conn: AsyncConnection, transfer_id: UUID, *, lock: bool = True) -> Any:
-    query = select(transfers).where(transfers.c.id == transfer_id)
-    return (await conn.execute(query.with_for_update() if lock else query)).first()
+    return (await conn.execute(_LOAD_LOCKED if lock else _LOAD, {"transfer_id": transfer_id})).first()
 
 
 def _facts(row: Any) -> dict[str, Any]:
@@ -146,50 +149,73 @@ async def save(conn: AsyncConnection, row: Any, transfer: Transfer, outgoing: Ou
             acceptance_deadline=transfer.acceptance_deadline, updated_at=func.now(),
             version=transfers.c.version + 1).returning(transfers)
     )).one()
-    for before, after, why in transfer.history:
-        await conn.execute(insert(transfer_history).values(
-            transfer_id=row.id, from_state=before, to_state=after, event=why, actor=step.actor, at=step.at))
+    if transfer.history:
+        await conn.execute(insert(transfer_history), [
+            {"transfer_id": row.id, "from_state": before, "to_state": after, "event": why, "actor": step.actor,
+             "at": step.at} for before, after, why in transfer.history])
     transfer.history.clear()
     if outgoing is not None:
         messages = [m for m in (_command(new, outgoing), *(_event(e, new) for e in outgoing.events)) if m]
-        for message in messages:
-            if causation is not None:
-                await causation.publish(conn, message)
-            else:
-                await OUTBOX.add(conn, message, correlation_id=str(row.id))
+        if causation is not None:
+            await causation.publish_many(conn, messages)
+        else:
+            await OUTBOX.add_many(conn, messages, correlation_id=str(row.id))
     return new
 
 
 # Read models --------------------------------------------------------------------------------------
-async def rights_on(conn: AsyncConnection, account_id: str, user_id: str) -> set[str]:
+_RIGHTS = select(known_representatives.c.account_id, known_representatives.c.rights).where(
+    known_representatives.c.account_id.in_(bindparam("account_ids", expanding=True)),
+    known_representatives.c.user_id == bindparam("user_id"))
+_ACCOUNTS = select(known_accounts).where(known_accounts.c.account_id.in_(bindparam("account_ids", expanding=True)))
+
+
+async def rights_by_account(conn: AsyncConnection, account_ids: list[str], user_id: str) -> dict[str, set[str]]:
+    """The user's rights on each of the accounts (an empty set where none), in one query."""
+    rights: dict[str, set[str]] = {account_id: set() for account_id in account_ids}
     try:
         user = UUID(user_id)
     except ValueError:
-        return set()
-    row = (await conn.execute(select(known_representatives.c.rights).where(
-        known_representatives.c.account_id == account_id, known_representatives.c.user_id == user))).first()
-    return set(row.rights) if row is not None else set()
+        return rights
+    for row in (await conn.execute(_RIGHTS, {"account_ids": list(rights), "user_id": user})).all():
+        rights[row.account_id] = set(row.rights)
+    return rights
+
+
+async def rights_on(conn: AsyncConnection, account_id: str, user_id: str) -> set[str]:
+    return (await rights_by_account(conn, [account_id], user_id))[account_id]
 
 
 async def known_account(conn: AsyncConnection, account_id: str, field: str) -> Any:
-    row = (await conn.execute(select(known_accounts).where(known_accounts.c.account_id == account_id))).first()
-    if row is None:
-        raise RegistryError("transfer.unknown_account", field=field, account_id=account_id)
-    return row
+    return (await known_accounts_of(conn, [(account_id, field)]))[0]
+
+
+async def known_accounts_of(conn: AsyncConnection, wanted: list[tuple[str, str]]) -> list[Any]:
+    """The read-model rows of the (account id, field) pairs, in their order, in one query; the first
+    unknown one is refused with its field."""
+    found = {row.account_id: row for row in (await conn.execute(
+        _ACCOUNTS, {"account_ids": sorted({account_id for account_id, _ in wanted})})).all()}
+    for account_id, field in wanted:
+        if account_id not in found:
+            raise RegistryError("transfer.unknown_account", field=field, account_id=account_id)
+    return [found[account_id] for account_id, _ in wanted]
 
 
 # Requests by people ----------------------------------------------------------------------------------
 async def request_transfer(conn: AsyncConnection, *, body: dict[str, Any], who: Principal, now: datetime,
-                           available: int | None) -> Any:
+                           available: int | None, sender_rights: set[str] | None = None) -> Any:
     """``available``: the sender's balance for this unit type (and vintage) from the accounts API, or
-    None when the pre-check could not be made (the hold enforces it anyway)."""
+    None when the pre-check could not be made (the hold enforces it anyway). ``sender_rights``: the
+    caller's rights on the sending account if already read in this transaction."""
     sender_id, receiver_id = body["sender_account_id"], body["receiver_account_id"]
     if sender_id == receiver_id:
         raise RegistryError("transfer.same_account", field="receiver_account_id")
-    if "initiate" not in await rights_on(conn, sender_id, who.user_id):
+    if sender_rights is None:
+        sender_rights = await rights_on(conn, sender_id, who.user_id)
+    if "initiate" not in sender_rights:
         raise RegistryError("transfer.not_allowed", field="sender_account_id")
-    sender = await known_account(conn, sender_id, "sender_account_id")
-    receiver = await known_account(conn, receiver_id, "receiver_account_id")
+    sender, receiver = await known_accounts_of(conn, [(sender_id, "sender_account_id"),
+                                                      (receiver_id, "receiver_account_id")])
     if sender.kind not in HOLDING_KINDS:
         raise RegistryError("transfer.sender_not_eligible", field="sender_account_id", kind=sender.kind)
     if sender.state != "active":
@@ -210,8 +236,8 @@ async def request_transfer(conn: AsyncConnection, *, body: dict[str, Any], who: 
     await conn.execute(insert(transfer_history).values(transfer_id=transfer_id, from_state=None, to_state=state,
                                                        event="requested", actor=who.user_id, at=now))
     if state is State.REQUESTED:
-        for message in (_command(row, Outgoing(command="hold")), _event("transfer_requested", row)):
-            await OUTBOX.add(conn, message, correlation_id=str(transfer_id))
+        messages = [_command(row, Outgoing(command="hold")), _event("transfer_requested", row)]
+        await OUTBOX.add_many(conn, [m for m in messages if m is not None], correlation_id=str(transfer_id))
     await record_audit(conn, action="transfer.requested", entity_type="transfer", entity_id=str(transfer_id),
                        actor=who.user_id, details={**body, "state": state})
     return row
@@ -220,16 +246,19 @@ async def request_transfer(conn: AsyncConnection, *, body: dict[str, Any], who: 
 async def act(conn: AsyncConnection, transfer_id: UUID, action: str, *, who: Principal, now: datetime) -> Any:
     """accept | reject (receiver), cancel (sender), approve | decline (a second sender representative)."""
     row = await load(conn, transfer_id)
-    if row is None or not await _may_see(conn, row, who):
+    if row is None:
+        raise RegistryError("transfer.not_found")
+    rights = await _rights_on_sides(conn, row, who)
+    if not _may_see_with(rights, who):
         raise RegistryError("transfer.not_found")
     if action in ("accept", "reject"):
-        if not await rights_on(conn, row.receiver_account_id, who.user_id) & {"initiate", "approve"}:
+        if not rights[row.receiver_account_id] & {"initiate", "approve"}:
             raise RegistryError("transfer.not_receiver")
     elif action == "cancel":
-        if "initiate" not in await rights_on(conn, row.sender_account_id, who.user_id):
+        if "initiate" not in rights[row.sender_account_id]:
             raise RegistryError("transfer.not_sender")
     else:
-        if "approve" not in await rights_on(conn, row.sender_account_id, who.user_id):
+        if "approve" not in rights[row.sender_account_id]:
             raise RegistryError("transfer.not_sender")
         if who.user_id == row.requested_by:
             raise RegistryError("transfer.same_approver")
@@ -249,11 +278,19 @@ async def act(conn: AsyncConnection, transfer_id: UUID, action: str, *, who: Pri
     return new
 
 
+async def _rights_on_sides(conn: AsyncConnection, row: Any, who: Principal) -> dict[str, set[str]]:
+    """The caller's rights on the transfer's sending and receiving accounts (one query)."""
+    return await rights_by_account(conn, [row.sender_account_id, row.receiver_account_id], who.user_id)
+
+
+def _may_see_with(rights: dict[str, set[str]], who: Principal) -> bool:
+    return who.has_any(OVERSIGHT_ROLES) or any(rights.values())
+
+
 async def _may_see(conn: AsyncConnection, row: Any, who: Principal) -> bool:
     if who.has_any(OVERSIGHT_ROLES):
         return True
-    return bool(await rights_on(conn, row.sender_account_id, who.user_id)
-                or await rights_on(conn, row.receiver_account_id, who.user_id))
+    return _may_see_with(await _rights_on_sides(conn, row, who), who)
 
 
 async def visible(conn: AsyncConnection, row: Any, who: Principal) -> bool:
