@@ -60,13 +60,15 @@ class World:
     transfer_id: str
     table_id: str
     approval_id: str
+    period: str
 
 
 class Setup:
     def __init__(self, http: httpx.AsyncClient, gateway: str, admin: dict[str, str], minted: Any,
-                 transfers_db: asyncpg.Connection, issuance_db: asyncpg.Connection):
+                 transfers_db: asyncpg.Connection, issuance_db: asyncpg.Connection,
+                 compliance_db: asyncpg.Connection):
         self.http, self.gw, self.admin, self.minted = http, gateway, admin, minted
-        self.transfers_db, self.issuance_db = transfers_db, issuance_db
+        self.transfers_db, self.issuance_db, self.compliance_db = transfers_db, issuance_db, compliance_db
         tag = secrets.token_hex(3)
         self.cap_a = {"Authorization": f"Bearer {minted(f'ui-authority-a-{tag}', 'authority')}"}
         self.cap_b = {"Authorization": f"Bearer {minted(f'ui-authority-b-{tag}', 'authority')}"}
@@ -105,6 +107,12 @@ class Setup:
         await wait_for(lambda: self.issuance_db.fetchval(
             "SELECT count(*) FROM known_accounts WHERE id = $1 AND state = 'active'", account["id"]),
             timeout=60, what="issuance to learn of the installation")
+        await wait_for(lambda: self.compliance_db.fetchval(
+            "SELECT count(*) FROM known_accounts WHERE installation_id = $1 AND kind = 'delivery'", account["id"]),
+            timeout=60, what="compliance to learn of the installation's delivery account")
+        await wait_for(lambda: self.compliance_db.fetchval(
+            "SELECT count(*) FROM known_representatives WHERE account_id = $1", account["id"]),
+            timeout=60, what="compliance to learn of the representative")
         return account["id"]
 
     async def fund(self, account_id: str, units: int) -> None:
@@ -128,7 +136,7 @@ class Setup:
         await wait_for(awaiting, timeout=60, what="the transfer to await acceptance")
         return transfer_id
 
-    async def allocation_awaiting_approval(self, requester: Person, installation: str) -> tuple[str, str]:
+    async def allocation_awaiting_approval(self, requester: Person, installation: str) -> tuple[str, str, str]:
         """A period with its cap, and an allocation table for ``installation`` submitted by ``requester``:
         its approval waits for a second authority user."""
         clock = (await self.call("GET", "/api/v1/programme/clock", self.cap_a, expect_status=200)).json()
@@ -142,6 +150,8 @@ class Setup:
             "reporting_closes_on": str(allocation_on + timedelta(days=80)),
             "surrender_deadline_on": str(allocation_on + timedelta(days=100))})).json()
         code = period["code"]
+        await wait_for(lambda: self.compliance_db.fetchval("SELECT count(*) FROM known_periods WHERE period = $1",
+                                                           code), timeout=60, what="compliance to learn of the period")
         asked = (await self.call("POST", f"/api/v1/periods/{code}/cap-generations", self.cap_a,
                                  {"cap": 1000, "reserves": {}}, key=True, expect_status=202)).json()
         await self.call("POST", f"/api/v1/issuance/approvals/{asked['approval_id']}/approve", self.cap_b,
@@ -162,7 +172,7 @@ class Setup:
         table_id = uploaded.json()["id"]
         submitted = await self.call("POST", f"/api/v1/allocation-tables/{table_id}/submit", requester.headers, {},
                                     key=True, expect_status=202)
-        return table_id, submitted.json()["approval_id"]
+        return table_id, submitted.json()["approval_id"], code
 
 
 @pytest.fixture(scope="module")
@@ -171,11 +181,12 @@ async def world(system, provisioned_services, token_for) -> AsyncIterator[World]
     prefix = provisioned_services["REGISTRY_DATABASE_PREFIX"]
     transfers_db = await asyncpg.connect(f"{base}/{prefix}transfers")
     issuance_db = await asyncpg.connect(f"{base}/{prefix}issuance")
+    compliance_db = await asyncpg.connect(f"{base}/{prefix}compliance")
     async with httpx.AsyncClient(timeout=30) as http:
         signed_in = await http.post(f"{system.gateway_url}/api/v1/auth/token", json={
             "username": "admin", "password": provisioned_services["REGISTRY_BOOTSTRAP_ADMIN_PASSWORD"]})
         admin = {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
-        setup = Setup(http, system.gateway_url, admin, token_for, transfers_db, issuance_db)
+        setup = Setup(http, system.gateway_url, admin, token_for, transfers_db, issuance_db, compliance_db)
         sender = await setup.person("installation", "Ana Remitente")
         receiver = await setup.person("installation", "Bruno Receptor")
         stranger = await setup.person("installation", "Carla Ajena")
@@ -186,10 +197,11 @@ async def world(system, provisioned_services, token_for) -> AsyncIterator[World]
             await setup.installation(person)
         await setup.fund(sender.account_id, 100)
         transfer_id = await setup.pending_transfer(sender, receiver, 30)
-        table_id, approval_id = await setup.allocation_awaiting_approval(requester, receiver.account_id)
-        yield World(sender, receiver, stranger, requester, approver, readonly, transfer_id, table_id, approval_id)
-    await transfers_db.close()
-    await issuance_db.close()
+        table_id, approval_id, period = await setup.allocation_awaiting_approval(requester, receiver.account_id)
+        yield World(sender, receiver, stranger, requester, approver, readonly, transfer_id, table_id, approval_id,
+                    period)
+    for db in (transfers_db, issuance_db, compliance_db):
+        await db.close()
 
 
 # Page helpers --------------------------------------------------------------------------------------
@@ -247,6 +259,9 @@ async def test_an_installation_user_accepts_a_pending_transfer_and_sees_the_bala
     incoming = page.locator("#incoming-body")
     await expect(incoming.get_by_role("row").filter(has_text=world.transfer_id[:8])).to_have_count(1)
     await expect(incoming).to_contain_text(sender.account_id)
+    # Time left on the programme clock (not the browser's): the window has just opened.
+    await expect(page.get_by_test_id(f"left-{world.transfer_id}")).to_have_text(
+        re.compile(r"^(\d+ d \d+ h|\d+ h \d+ min|\d+ min)$"))
     await shoot(page, "portal-es-transfer-pending")
 
     await page.get_by_role("button", name=f"{TEXT['es']['action.accept']}: 30 {TEXT['es']['unit.allowance']} de "
@@ -461,4 +476,59 @@ async def test_a_participant_cannot_see_or_act_on_another_participants_accounts(
     await page.goto("/ui/dashboard.html")
     await expect(page).to_have_url(re.compile(r"/ui/portal\.html$"))
     assert (await api(system, "GET", "/api/v1/approvals", stranger)).status_code == 403
+    assert console.unexpected() == []
+
+
+async def test_notifications_and_webhooks_of_my_accounts(browser_page, world, system, shoot):
+    page, console = browser_page
+    receiver = world.receiver
+    await sign_in(page, receiver, "en")
+    await ready(page, "portal.title", "en")
+    inbox = page.get_by_role("region", name=TEXT["en"]["portal.notifications"])
+    unread = (await api(system, "GET", "/api/v1/notifications", receiver, params={"unread": "true"})).json()
+    assert unread["unread"] >= 1, unread  # the transfer proposed to the receiver's account, at least
+    await expect(inbox).to_contain_text(TEXT["en"]["portal.unread"].format(count=unread["unread"]))
+    await inbox.get_by_role("button", name=TEXT["en"]["action.mark_read"]).first.click()
+    await expect(inbox).to_contain_text(TEXT["en"]["portal.unread"].format(count=unread["unread"] - 1))
+    assert (await api(system, "GET", "/api/v1/notifications", receiver)).json()["unread"] == unread["unread"] - 1
+
+    hooks = page.get_by_role("region", name=TEXT["en"]["portal.webhooks"])
+    url = f"https://hooks.example.com/registry/{uuid4().hex[:8]}"
+    await hooks.get_by_label(TEXT["en"]["field.url"]).fill(url)
+    await hooks.get_by_label(TEXT["en"]["field.description"]).fill("ERP")
+    await hooks.get_by_role("button", name=TEXT["en"]["portal.add_webhook"]).click()
+    await expect(page.locator("#webhook-form-message")).to_contain_text("whsec_")  # the secret, shown this once
+    row = hooks.get_by_role("row").filter(has_text=url)
+    await expect(row).to_contain_text(TEXT["en"]["common.yes"])
+    await shoot(page, "portal-en-webhook-added")
+    await hooks.get_by_role("button", name=f"{TEXT['en']['action.disable']}: {url}").click()
+    await expect(row).to_contain_text(TEXT["en"]["common.no"])
+    listed = (await api(system, "GET", "/api/v1/webhook-subscriptions", receiver)).json()["items"]
+    assert [(w["url"], w["active"]) for w in listed if w["url"] == url] == [(url, False)]
+    assert console.unexpected() == []
+
+
+async def test_surrender_to_my_delivery_account(browser_page, world, system, shoot):
+    page, console = browser_page
+    sender = world.sender
+    before = (await api(system, "GET", f"/api/v1/accounts/{sender.account_id}/holdings", sender)).json()["total"]
+    await sign_in(page, sender, "es")
+    await ready(page, "portal.title", "es")
+    total = page.get_by_test_id(f"total-{sender.account_id}")
+    await expect(total).to_have_text(str(before))
+    region = page.get_by_role("region", name=TEXT["es"]["portal.surrender"])
+    await region.get_by_label(TEXT["es"]["field.quantity"]).fill("10")
+    await region.get_by_role("button", name=TEXT["es"]["portal.surrender_submit"]).click()
+    message = page.locator("#surrender-form-message")
+    final = TEXT["es"]["portal.surrender_final"].split("{")[0]
+    await expect(message).to_contain_text(final, timeout=60_000)
+    await expect(message).to_contain_text(TEXT["es"]["surrender_state.completed"])
+    await expect(total).to_have_text(str(before - 10))
+    rows = page.locator("#surrender-body tbody").get_by_role("row")
+    await expect(rows).to_have_count(1)
+    await expect(rows).to_contain_text(TEXT["es"]["surrender_state.completed"])
+    await shoot(page, "portal-es-surrender")
+    listed = (await api(system, "GET", "/api/v1/surrenders", sender,
+                        params={"central_account_id": sender.account_id})).json()["items"]
+    assert [(s["quantity"], s["state"]) for s in listed] == [(10, "completed")]
     assert console.unexpected() == []

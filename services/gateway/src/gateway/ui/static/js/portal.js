@@ -1,7 +1,7 @@
 // The participant portal: my accounts and units, transfers to accept, my transfers, a new transfer,
 // surrender, my compliance, my notifications and webhooks. Everything shown comes from the API with the
 // user's own token: the API decides what a participant may see or do, account by account.
-import { api, get, post } from "./api.js";
+import { api, ApiError, get, post } from "./api.js";
 import { intField, wireForm } from "./forms.js";
 import { number, t, term, when } from "./i18n.js";
 import {
@@ -125,14 +125,30 @@ function describe(transfer) {
   });
 }
 
+/** Programme time now: deadlines run on the programme clock, which the public health report shows for
+ * every process (the transfers API's is the one its deadlines use); the browser's clock otherwise. */
+async function programmeNow() {
+  let report;
+  try {
+    report = await get("/api/v1/health");
+  } catch (error) {
+    report = error instanceof ApiError ? error.problem : null;  // 503 while degraded: the same report
+  }
+  const clock = report && report.services && report.services.transfers && report.services.transfers.api
+    && report.services.transfers.api.clock;
+  const at = clock && new Date(clock.programme_now);
+  return at && !Number.isNaN(at.getTime()) ? at : new Date();
+}
+
 async function loadIncoming() {
   const region = document.getElementById("incoming-message");
   await fill(document.getElementById("incoming-body"),
-    () => get("/api/v1/transfers", { state: "awaiting_acceptance", direction: "incoming", limit: 200 }),
-    (page) => {
+    async () => ({ page: await get("/api/v1/transfers", { state: "awaiting_acceptance", direction: "incoming",
+                                                          limit: 200 }),
+                   now: await programmeNow() }),
+    ({ page, now }) => {
       const waiting = page.items.filter((x) => mine(x.receiver_account_id) && x.state === "awaiting_acceptance");
       if (!waiting.length) return empty(t("portal.nothing_to_accept"));
-      const now = new Date();
       return table(t("portal.incoming_caption"),
         [t("col.transfer"), t("col.from"), t("col.to"), t("col.unit_type"), t("col.vintage"), t("col.quantity"),
          t("col.deadline"), t("col.time_left"), t("col.actions")],
@@ -140,7 +156,9 @@ async function loadIncoming() {
           el("code", { text: x.id.slice(0, 8), title: x.id }), x.sender_account_id, x.receiver_account_id,
           term("unit", x.unit_type), x.vintage ? String(x.vintage) : t("common.any"), number(x.quantity),
           when(x.acceptance_deadline),
-          x.acceptance_deadline ? (timeLeft(new Date(x.acceptance_deadline), now) || t("time.past")) : "—",
+          el("span", { "data-testid": `left-${x.id}`,
+                       text: x.acceptance_deadline ? (timeLeft(new Date(x.acceptance_deadline), now) || t("time.past"))
+                                                   : "—" }),
           el("div", { class: "actions" },
             actionButton(t("action.accept"), () => act(x, "accept", region),
                          { region, className: "primary", describedBy: undefined }),
@@ -204,6 +222,29 @@ async function loadSurrenders() {
                           s.code ? `${term("surrender_state", s.state)} (${s.code})` : term("surrender_state", s.state),
                           when(s.requested_at || s.created_at)]));
     });
+  }
+}
+
+/** Follows a surrender until the ledger has answered (bounded), then shows the outcome and the new units. */
+async function surrenderOutcome(surrenderId, region) {
+  const deadline = Date.now() + 60000;
+  let delay = 300;
+  while (Date.now() < deadline) {
+    await new Promise((resolve) => { setTimeout(resolve, delay); });
+    delay = Math.min(delay * 2, 2000);
+    let surrender;
+    try {
+      surrender = await get(`/api/v1/surrenders/${surrenderId}`);
+    } catch {
+      continue;
+    }
+    if (surrender.state !== "requested") {
+      const state = term("surrender_state", surrender.state);
+      region.append(el("p", { class: surrender.state === "completed" ? "ok" : "", text: t("portal.surrender_final", {
+        id: String(surrenderId).slice(0, 8), state: surrender.code ? `${state} (${surrender.code})` : state }) }));
+      await Promise.all([loadSurrenders().then(loadCompliance), loadHoldings()]);
+      return;
+    }
   }
 }
 
@@ -280,13 +321,13 @@ async function loadWebhooks() {
     return table(t("portal.webhooks_caption"),
       [t("col.url"), t("col.account"), t("col.description"), t("col.active"), t("col.created"), t("col.actions")],
       page.items.map((w) => {
-        const remove = actionButton(t("action.delete"), async () => {
+        const disable = actionButton(t("action.disable"), async () => {
           await api("DELETE", `/api/v1/webhook-subscriptions/${w.id}`);
           await loadWebhooks();
         }, { region: body, className: "danger" });
-        remove.setAttribute("aria-label", `${t("action.delete")}: ${w.url}`);
+        disable.setAttribute("aria-label", `${t("action.disable")}: ${w.url}`);
         return [w.url, w.account_id, w.description || "—", t(w.active ? "common.yes" : "common.no"),
-                when(w.created_at), mine(w.account_id) ? remove : "—"];
+                when(w.created_at), w.active && mine(w.account_id) ? disable : "—"];
       }));
   });
 }
@@ -320,7 +361,7 @@ if (user) {
     submit: (body, key) => api("POST", "/api/v1/surrenders", { body, key }),
     done: (answer) => {
       loadSurrenders().then(loadCompliance);
-      loadHoldings();
+      surrenderOutcome(answer.id, document.getElementById("surrender-form-message"));
       return t("portal.surrender_requested", { id: String(answer.id).slice(0, 8), state: term("surrender_state", answer.state) });
     },
   });
