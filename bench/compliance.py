@@ -194,6 +194,10 @@ async def run(ctx: Context) -> None:
         finally:
             if plan is not None:
                 stop(plan)
+                log = plan.run_dir / "log" / "compliance-worker.log"
+                for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+                    if "evaluation" in line and "answered" not in line:
+                        print("  compliance worker:", line[:300], flush=True)
             admin = await ctx.admin_connection()
             try:
                 for service in SERVICES:

@@ -98,6 +98,7 @@ evaluations = Table(
     Column("requested_at", DateTime(timezone=True), nullable=False),  # programme time
     Column("evaluated_at", DateTime(timezone=True)),
     Column("completed_at", DateTime(timezone=True)),
+    Column("announced_at", DateTime(timezone=True)),  # results and cancellations told (events written)
     Column("installations", Integer, nullable=False, server_default="0"),
     Column("compliant", Integer, nullable=False, server_default="0"),
     Column("non_compliant", Integer, nullable=False, server_default="0"),
