@@ -38,6 +38,7 @@ async def accounts_client(app: FastAPI) -> AsyncIterator[None]:
                  else httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=100, max_keepalive_connections=100)))
     async with httpx.AsyncClient(base_url=url, timeout=5.0, transport=transport) as client:
         app.state.accounts_api = client
+        app.state.accounts_transport = transport
         yield
 
 
@@ -62,10 +63,18 @@ def public(row: Any) -> dict[str, Any]:
 async def available_balance(request: Request, body: TransferIn) -> int | None:
     """The sender's holdings of this unit type (and vintage), asked of accounts with the caller's own
     token; None if accounts cannot answer now (the hold decides)."""
+    client: httpx.AsyncClient = request.app.state.accounts_api
+    # Straight on the client's transport: a GET with the caller's token needs none of the client's auth,
+    # cookie or redirect handling. Its headers, base URL and timeouts are the client's.
+    asked = httpx.Request("GET", client.base_url.join(f"api/v1/accounts/{body.sender_account_id}/holdings"),
+                          headers={**client.headers, "Authorization": request.headers.get("authorization", "")},
+                          extensions={"timeout": client.timeout.as_dict()})
     try:
-        answer = await request.app.state.accounts_api.get(
-            f"/api/v1/accounts/{body.sender_account_id}/holdings",
-            headers={"Authorization": request.headers.get("authorization", "")})
+        answer = await request.app.state.accounts_transport.handle_async_request(asked)
+        try:
+            await answer.aread()
+        finally:
+            await answer.aclose()
     except httpx.HTTPError:
         return None
     if answer.status_code != 200:
