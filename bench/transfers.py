@@ -2,11 +2,11 @@
 
 Timed: many clients at once, each in a loop: ``POST /api/v1/transfers`` (its own Idempotency-Key, the
 sender's own token), look at the transfer until it is ``awaiting_acceptance``, ``POST .../accept`` with
-the receiver's token, look until it is ``completed`` (each wait: a first look 25 ms after the step, then
-looks at doubling intervals of at most 100 ms). A transfer's end-to-end time runs from the POST's
-answer until COMPLETED is seen; the rate counts the transfers seen COMPLETED inside the measurement
-window (3 x BENCH_SECONDS, after a warm-up). The CPU each process of the system spent per completed
-transfer in that window is printed and kept in the figure's notes.
+the receiver's token, look until it is ``completed`` (each wait: a first look after 70% of how long that
+step took lately, then looks at doubling intervals from 25 ms to at most 100 ms). A transfer's end-to-end
+time runs from the POST's answer until COMPLETED is seen; the rate counts the transfers seen COMPLETED
+inside the measurement window (3 x BENCH_SECONDS, after a warm-up). The CPU each process of the system
+spent per completed transfer in that window is printed and kept in the figure's notes.
 
 Set-up, untimed: every API and worker and the gateway started by the launcher (supervisord) on free
 ports, with databases ``bench_<epoch hex>_xfer_<service>`` provisioned like ``make up`` does and a broker
@@ -51,8 +51,9 @@ from bench.harness import RESULTS_FILE, BenchError, Context, Figure
 CLIENTS = 64
 WINDOW_FACTOR = 3  # the measurement window is 3 x BENCH_SECONDS (30 s by default)
 WARMUP_SECONDS = 5.0
-POLL_SECONDS = 0.025  # a client's first look at its transfer comes this long after the step before it
-POLL_MAX_SECONDS = 0.1  # then the wait between looks doubles up to this
+POLL_SECONDS = 0.025  # the shortest wait before a look at a transfer
+POLL_MAX_SECONDS = 0.1  # between looks the wait doubles from POLL_SECONDS up to this
+FIRST_LOOK_SHARE = 0.7  # the first look waits this share of how long the step took lately (running mean)
 STEP_TIMEOUT = 30.0  # the longest a client waits for one state
 FUNDS = 1_000_000  # each sender's allowances; a transfer moves 1
 PARTY_CONCURRENCY = 16  # parties created at once during set-up
@@ -226,20 +227,27 @@ class Load:
     samples: list[tuple[float, float]] = field(default_factory=list)
     looks: int = 0  # GETs of a transfer, all clients together
     stopping: bool = False
+    step_seconds: dict[str, float] = field(default_factory=dict)  # running mean time until each state is seen
 
     async def look(self, transfer_id: str, who: Any, wanted: str) -> None:
-        """Poll (bounded) until the transfer is ``wanted``; a final state other than it is an error."""
-        deadline = time.monotonic() + STEP_TIMEOUT
-        pause = POLL_SECONDS
+        """Poll (bounded) until the transfer is ``wanted``; a final state other than it is an error. The
+        first look waits a share of how long reaching ``wanted`` took lately, then looks come at doubling
+        intervals from POLL_SECONDS to POLL_MAX_SECONDS (the state is seen at most that late)."""
+        started = time.monotonic()
+        deadline = started + STEP_TIMEOUT
+        pause = max(POLL_SECONDS, FIRST_LOOK_SHARE * self.step_seconds.get(wanted, 0.0))
+        following = POLL_SECONDS
         while time.monotonic() < deadline:
             await asyncio.sleep(pause)
-            pause = min(2 * pause, POLL_MAX_SECONDS)
+            pause, following = following, min(2 * following, POLL_MAX_SECONDS)
             answer = await self.registry.call("GET", f"/api/v1/transfers/{transfer_id}", who.headers)
             self.looks += 1
             if answer.status_code != 200:
                 raise BenchError(f"GET transfer {transfer_id}: {answer.status_code} {answer.text[:500]}")
             state = answer.json()["state"]
             if state == wanted:
+                took = time.monotonic() - started
+                self.step_seconds[wanted] = 0.9 * self.step_seconds.get(wanted, took) + 0.1 * took
                 return
             if state in ("completed", "reversed", "failed"):
                 raise BenchError(f"transfer {transfer_id} ended {state}, not {wanted}: {answer.text[:1000]}")
@@ -520,9 +528,10 @@ async def run(ctx: Context) -> None:
 def record(ctx: Context, result: Measured, baseline_per_s: float, cpu_note: str, mails: int) -> None:
     notifications = (f"the notifications worker sent {mails:,} e-mails to a local SMTP sink meanwhile" if mails else
                      "notifications sent nothing yet (issue 7): provisional figures")
-    how = (f"{CLIENTS} clients, each: POST /api/v1/transfers (own Idempotency-Key), GET "
-           f"{POLL_SECONDS * 1e3:.0f} ms after the step, then every {POLL_MAX_SECONDS * 1e3:.0f} ms at most "
-           "(doubling), until awaiting_acceptance, POST accept, GET until completed; through the "
+    how = (f"{CLIENTS} clients, each: POST /api/v1/transfers (own Idempotency-Key), GET (first after "
+           f"{FIRST_LOOK_SHARE:.0%} of the step's recent mean time, then at doubling intervals from "
+           f"{POLL_SECONDS * 1e3:.0f} to {POLL_MAX_SECONDS * 1e3:.0f} ms) until awaiting_acceptance, POST accept, "
+           "GET until completed; through the "
            "gateway, every process under the launcher as make up runs it (development profile, authentication "
            f"on); {result.count:,} transfers completed in {result.seconds:.1f} s after a {WARMUP_SECONDS:.0f} s "
            f"warm-up, {result.looks_per_transfer:.1f} GETs each; {notifications}; {cpu_note}")
