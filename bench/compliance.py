@@ -133,10 +133,6 @@ async def measure(ctx: Context, prefix: str, gw: str, authority: dict[str, str])
 
         evaluation = await wait(completed, 600, "the evaluation to complete")
         elapsed = time.perf_counter() - started
-        at = {k: datetime.fromisoformat(str(evaluation[k])) for k in ("requested_at", "evaluated_at", "completed_at")}
-        print(f"  evaluated (results, events, ledger commands committed) after "
-              f"{(at['evaluated_at'] - at['requested_at']).total_seconds():.2f} s; cancellations answered "
-              f"{(at['completed_at'] - at['evaluated_at']).total_seconds():.2f} s later", flush=True)
         audit = (await http.get(f"{gw}/api/v1/ledger/audit", headers=authority)).json()
         if not audit.get("ok"):
             raise BenchError(f"ledger audit not clean: {audit.get('discrepancies')}")

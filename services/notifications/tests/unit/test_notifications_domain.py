@@ -19,7 +19,19 @@ FACTS = {"transfer_id": "3f1e0000-0000-0000-0000-000000000001", "sender_account_
          "receiver_account_id": "MX-200-2", "unit_type": "allowance", "quantity": 30, "vintage": 2021,
          "acceptance_deadline": "2021-05-02T12:00:00+00:00", "hours_left": 2, "reason": "rejected",
          "code": "ledger.insufficient_units", "installation_account_id": "MX-300-3", "period": "2021",
-         "movement_id": "m-1", "table_id": "t-1", "method": "table"}
+         "movement_id": "m-1", "table_id": "t-1", "method": "table",
+         # compliance
+         "evaluation_id": "e-1", "status": "compliant", "emissions": 30, "obligation": 30, "counted": 30,
+         "shortfall": 0, "carried_to_next_period": 0, "adjustment": False, "cancelled_quantity": 30,
+         "cancelled_blocks": [{"unit_type": "allowance", "vintage": 2021, "origin": "", "quantity": 30,
+                               "ranges": [{"start": 1, "end": 30}]}], "returned_quantity": 0,
+         # auctions
+         "auction_id": "5a0c0000-0000-0000-0000-000000000001", "bidder_account_id": "MX-400-4", "bid_quantity": 40,
+         "awarded_quantity": 30, "clearing_price": "18.00", "currency": "MXN", "amount_due": "540.00",
+         "payment_deadline": "2021-05-02T12:00:00+00:00", "reserve_price": "16.68", "price_step": "0.01",
+         "lot_size": 10, "purchase_limit": 30, "bidding_opens_at": "2021-04-01T15:00:00+00:00",
+         "bidding_closes_at": "2021-04-01T18:00:00+00:00", "source_account_id": "SYS-CAP",
+         "returned_to": "SYS-RES-PRICE_CONTAINMENT"}
 
 
 def test_every_notification_type_has_a_template_in_each_language():
@@ -36,6 +48,18 @@ def test_templates_render_in_spanish_and_english(notification_type, side):
     assert "\n" not in es_subject and "\n" not in en_subject
     assert "30" in es_body and "30" in en_body
     assert "{{" not in es_body + en_body
+
+
+def test_compliance_is_worded_by_status_for_installation_and_authority():
+    short = {**FACTS, "status": "non_compliant", "reason": "shortfall", "counted": 20, "shortfall": 10}
+    assert render("compliance_evaluated", "es", short, side="installation")[0] == \
+        "Cumplimiento del periodo 2021: no cumple (MX-300-3)"
+    assert render("compliance_evaluated", "en", FACTS, side="authority")[0] == \
+        "Compliance for period 2021: compliant (MX-300-3)"
+    assert render("compliance_evaluated", "es", FACTS, side="authority")[1].startswith("La instalación MX-300-3")
+    missing = {**FACTS, "status": "non_compliant", "reason": "no_attested_report", "emissions": None}
+    assert "sin reporte verificado" in render("compliance_evaluated", "es", missing, side="installation")[1]
+    assert "1–30" in render("units_cancelled", "en", FACTS, side="installation")[1]
 
 
 def test_wording_by_language_and_reason():
