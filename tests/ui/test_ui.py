@@ -212,8 +212,14 @@ async def choose_language(page: Any, lang: str) -> None:
     await expect(page.locator("#language")).to_have_value(lang)
 
 
-async def sign_in(page: Any, who: Person, lang: str = "es") -> None:
+async def open_sign_in(page: Any) -> None:
+    """The sign-in page, once its script handles the form and the language chooser."""
     await page.goto("/ui/")
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+
+
+async def sign_in(page: Any, who: Person, lang: str = "es") -> None:
+    await open_sign_in(page)
     await expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(
         f"^({re.escape(TEXT['es']['signin.title'])}|{re.escape(TEXT['en']['signin.title'])})$"))
     await choose_language(page, lang)
@@ -327,7 +333,7 @@ async def test_every_page_in_each_language_with_no_serious_accessibility_violati
         browser_page, world, system, lang, shoot, axe):
     page, console = browser_page
     other = "en" if lang == "es" else "es"
-    await page.goto("/ui/")
+    await open_sign_in(page)
     await choose_language(page, lang)
     await expect(page).to_have_title(TEXT[lang]["signin.page_title"])
     await no_serious_violations(axe, page, f"sign-in ({lang})")
@@ -402,8 +408,7 @@ async def focus_ring(page: Any) -> str:
 
 async def test_keyboard_only_sign_in_language_and_serial_blocks(browser_page, world, shoot):
     page, console = browser_page
-    await page.goto("/ui/")
-    await expect(page.locator("body")).to_be_visible()
+    await open_sign_in(page)
     await page.keyboard.press("Tab")
     assert await focused(page, "el.classList.contains('skip')")
     await page.keyboard.press("Enter")
@@ -531,4 +536,20 @@ async def test_surrender_to_my_delivery_account(browser_page, world, system, sho
     listed = (await api(system, "GET", "/api/v1/surrenders", sender,
                         params={"central_account_id": sender.account_id})).json()["items"]
     assert [(s["quantity"], s["state"]) for s in listed] == [(10, "completed")]
+    assert console.unexpected() == []
+
+
+async def test_a_refused_token_is_renewed_once_and_a_tab_without_one_goes_to_sign_in(browser_page, world):
+    page, console = browser_page
+    await sign_in(page, world.receiver, "en")
+    await ready(page, "portal.title", "en")
+    await page.evaluate("sessionStorage.setItem('registry.access_token', 'not-a-token')")
+    await page.reload()
+    await ready(page, "portal.title", "en")  # the API refused the token; the refresh token renewed it
+    await expect(page.get_by_test_id(f"total-{world.receiver.account_id}")).to_be_visible()
+    assert await page.evaluate("sessionStorage.getItem('registry.access_token')") not in (None, "not-a-token")
+    await page.evaluate("sessionStorage.clear()")
+    await page.goto("/ui/dashboard.html")
+    await expect(page).to_have_url(re.compile(r"/ui/index\.html$"))
+    await expect(page.get_by_role("heading", level=1)).to_have_text(TEXT["en"]["signin.title"])  # remembered
     assert console.unexpected() == []

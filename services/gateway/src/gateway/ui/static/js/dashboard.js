@@ -6,7 +6,8 @@ import { download, get, post } from "./api.js";
 import { barChart } from "./charts.js";
 import { number, t, term, when } from "./i18n.js";
 import {
-  ACTING_OVERSIGHT, actionButton, el, empty, fill, hasAny, notThere, OVERSIGHT, showStatus, startPage, table,
+  ACTING_OVERSIGHT, actionButton, el, empty, fill, hasAny, notThere, OVERSIGHT, programmeNow, showStatus, startPage,
+  table,
 } from "./ui.js";
 
 const user = await startPage({ allow: (u) => hasAny(u, OVERSIGHT) });
@@ -274,7 +275,13 @@ if (user) {
     periods = [];
   }
   periodSelect.replaceChildren(...periods.map((p) => el("option", { value: p.code, text: `${p.code} (${p.vintage})` })));
-  if (periods.length) periodSelect.value = periods[periods.length - 1].code;
+  if (periods.length) {
+    // The period whose surrender deadline passed last (the one evaluated most recently), else the first.
+    const now = await programmeNow();
+    const due = periods.filter((p) => new Date(p.surrender_deadline_at) <= now)
+      .sort((a, b) => new Date(a.surrender_deadline_at) - new Date(b.surrender_deadline_at));
+    periodSelect.value = (due.length ? due[due.length - 1] : periods[0]).code;
+  }
   periodSelect.addEventListener("change", () => loadCompliance(periodSelect.value));
   await Promise.all([loadSupply(), loadTransfers(), loadCompliance(periodSelect.value), loadAuctions(),
                      loadApprovals(), loadDeadLetters(), loadIntegrity()]);

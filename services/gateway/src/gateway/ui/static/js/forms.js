@@ -21,6 +21,7 @@ function clearInvalid(form) {
 /** `build(form)` → body; `submit(body, key)` → answer; `done(answer)` → message text. */
 export function wireForm(form, region, { build, submit, done }) {
   let key = null;
+  form.querySelector("button[type=submit]").disabled = false;
   form.addEventListener("input", () => { key = null; });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();

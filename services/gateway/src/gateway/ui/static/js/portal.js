@@ -1,11 +1,12 @@
 // The participant portal: my accounts and units, transfers to accept, my transfers, a new transfer,
 // surrender, my compliance, my notifications and webhooks. Everything shown comes from the API with the
 // user's own token: the API decides what a participant may see or do, account by account.
-import { api, ApiError, get, post } from "./api.js";
+import { api, get, post } from "./api.js";
 import { intField, wireForm } from "./forms.js";
 import { number, t, term, when } from "./i18n.js";
 import {
-  actionButton, el, empty, fill, hasAny, notThere, OVERSIGHT, problemNode, showStatus, startPage, table, timeLeft,
+  actionButton, el, empty, fill, hasAny, notThere, OVERSIGHT, problemNode, programmeNow, showStatus, startPage, table,
+  timeLeft,
 } from "./ui.js";
 
 const user = await startPage({ allow: (u) => !hasAny(u, OVERSIGHT) });
@@ -123,21 +124,6 @@ function describe(transfer) {
   return t("portal.transfer_summary", {
     quantity: number(transfer.quantity), unit: term("unit", transfer.unit_type), from: transfer.sender_account_id,
   });
-}
-
-/** Programme time now: deadlines run on the programme clock, which the public health report shows for
- * every process (the transfers API's is the one its deadlines use); the browser's clock otherwise. */
-async function programmeNow() {
-  let report;
-  try {
-    report = await get("/api/v1/health");
-  } catch (error) {
-    report = error instanceof ApiError ? error.problem : null;  // 503 while degraded: the same report
-  }
-  const clock = report && report.services && report.services.transfers && report.services.transfers.api
-    && report.services.transfers.api.clock;
-  const at = clock && new Date(clock.programme_now);
-  return at && !Number.isNaN(at.getTime()) ? at : new Date();
 }
 
 async function loadIncoming() {

@@ -6,6 +6,7 @@ import { el, hasAny, OVERSIGHT, problemNode, startPage } from "./ui.js";
 await startPage({ needsUser: false });
 const form = document.getElementById("signin");
 const message = document.getElementById("signin-message");
+document.getElementById("signin-submit").disabled = false;
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   const username = form.username.value.trim();
@@ -28,3 +29,4 @@ form.addEventListener("submit", async (event) => {
     button.disabled = false;
   }
 });
+document.body.dataset.ready = "true";

@@ -158,3 +158,19 @@ export function timeLeft(deadline, now) {
   if (hours > 0) return t("time.hours_minutes", { hours, minutes: minutes % 60 });
   return t("time.minutes", { minutes: Math.max(minutes, 1) });
 }
+
+/** Programme time now: deadlines run on the programme clock, which the public health report shows for
+ * every process (the transfers API's is the one its deadlines use); the browser's clock otherwise. */
+export async function programmeNow() {
+  let report;
+  try {
+    report = await get("/api/v1/health");
+  } catch (error) {
+    report = error instanceof ApiError ? error.problem : null;  // 503 while degraded: the same report
+  }
+  const clock = report && report.services && report.services.transfers && report.services.transfers.api
+    && report.services.transfers.api.clock;
+  const at = clock && new Date(clock.programme_now);
+  return at && !Number.isNaN(at.getTime()) ? at : new Date();
+}
+
