@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accounts import account_service, ledger
 from accounts.domain.ledger import MovementKind, Refusal, parse_serial, readable_serial, rule_for
-from accounts.tables import holds, journal, ledger_settings
+from accounts.tables import accounts, holds, journal, ledger_settings, unit_blocks
 from registry_common import idempotency
 from registry_common.approvals import payload_hash, register_approval_action, request_approval
 from registry_common.audit import record_audit
@@ -29,6 +29,7 @@ router = APIRouter(tags=["ledger"])
 OUTBOX = Outbox("accounts")
 Authority = Annotated[Principal, Depends(require_roles(Role.AUTHORITY))]
 Overseer = Annotated[Principal, Depends(require_roles(*OVERSIGHT_ROLES))]
+ParticipantKind = Literal["central", "delivery", "trading"]
 Quantity = Annotated[int, Field(gt=0, strict=True, description="whole units")]
 UnitTypeName = Literal["allowance", "offset"]
 
@@ -139,6 +140,25 @@ async def list_holds(conn: ReadConn, _who: Overseer, limit: Annotated[int, Query
         query = query.where(holds.c.state == state)
     rows = [dict(r) for r in (await conn.execute(query)).mappings()]
     return {"items": rows[:limit], "next_cursor": rows[limit - 1]["transfer_id"] if len(rows) > limit else None}
+
+
+@router.get("/api/v1/ledger/blocks")
+async def list_blocks(
+    conn: ReadConn, _who: Overseer, limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    account_kind: Annotated[list[ParticipantKind] | None, Query(description="default: every participant kind")] = None,
+    cursor: Annotated[int | None, Query(ge=0, description="`next_cursor` of the previous page")] = None,
+) -> dict[str, Any]:
+    """The serial blocks held by participant accounts of these kinds, by block id (for previews of what a
+    cancellation would take: a view, the movement itself is checked by the ledger)."""
+    query = (select(unit_blocks.c.id, unit_blocks.c.account_id, accounts.c.kind.label("account_kind"),
+                    unit_blocks.c.unit_type, unit_blocks.c.vintage, unit_blocks.c.origin, unit_blocks.c.serial_start,
+                    unit_blocks.c.serial_end)
+             .join(accounts, accounts.c.id == unit_blocks.c.account_id)
+             .where(accounts.c.kind.in_(account_kind or ["central", "delivery", "trading"])).order_by(unit_blocks.c.id).limit(limit + 1))
+    if cursor is not None:
+        query = query.where(unit_blocks.c.id > cursor)
+    rows = [dict(r) for r in (await conn.execute(query)).mappings()]
+    return {"items": rows[:limit], "next_cursor": rows[limit - 1]["id"] if len(rows) > limit else None}
 
 
 @router.get("/api/v1/ledger/holds/{transfer_id}")
