@@ -154,7 +154,8 @@ async def list_blocks(
                     unit_blocks.c.unit_type, unit_blocks.c.vintage, unit_blocks.c.origin, unit_blocks.c.serial_start,
                     unit_blocks.c.serial_end)
              .join(accounts, accounts.c.id == unit_blocks.c.account_id)
-             .where(accounts.c.kind.in_(account_kind or ["central", "delivery", "trading"])).order_by(unit_blocks.c.id).limit(limit + 1))
+             .where(accounts.c.kind.in_(account_kind or ["central", "delivery", "trading"]))
+             .order_by(unit_blocks.c.id).limit(limit + 1))
     if cursor is not None:
         query = query.where(unit_blocks.c.id > cursor)
     rows = [dict(r) for r in (await conn.execute(query)).mappings()]
