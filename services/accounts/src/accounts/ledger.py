@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import BigInteger, String, bindparam, cast, delete, func, insert, literal, select, text, update
+from sqlalchemy import BigInteger, String, bindparam, cast, delete, func, insert, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import INT8MULTIRANGE
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -108,15 +108,29 @@ class Location:
         return unit_blocks.c.account_id == self.account_id
 
 
+# Statements every transfer runs, built once (the same SQL as building them in place).
+_FROZEN = select(ledger_settings.c.frozen).where(ledger_settings.c.id == 1)
+_ACCOUNT = select(accounts.c.id, accounts.c.kind, accounts.c.state, accounts.c.installation_id).where(
+    accounts.c.id == bindparam("account_id"))
+_LOCK_ACCOUNT = {False: _ACCOUNT.with_for_update(), True: _ACCOUNT.with_for_update(read=True)}
+_HOLD_OF = select(holds.c.id).where(holds.c.transfer_id == bindparam("transfer_id"))
+_LOCK_HOLD = select(holds).where(holds.c.transfer_id == bindparam("transfer_id")).with_for_update()
+_BLOCKS_IN_HOLD = select(unit_blocks).where(unit_blocks.c.hold_id == bindparam("hold_id")).order_by(
+    unit_blocks.c.serial_start)
+_DELETE_BLOCK = delete(unit_blocks).where(unit_blocks.c.id == bindparam("block_id"))
+_SET_START = update(unit_blocks).where(unit_blocks.c.id == bindparam("block_id")).values(
+    serial_start=bindparam("serial"))
+_SET_END = update(unit_blocks).where(unit_blocks.c.id == bindparam("block_id")).values(
+    serial_end=bindparam("serial"))
+
+
 # Accounts -------------------------------------------------------------------------------------------
 async def ledger_is_frozen(conn: AsyncConnection) -> bool:
-    return bool((await conn.execute(select(ledger_settings.c.frozen).where(ledger_settings.c.id == 1))).scalar())
+    return bool((await conn.execute(_FROZEN)).scalar())
 
 
 async def lock_account(conn: AsyncConnection, account_id: str, *, field: str, share: bool = False) -> Any:
-    query = select(accounts.c.id, accounts.c.kind, accounts.c.state, accounts.c.installation_id).where(
-        accounts.c.id == account_id)
-    row = (await conn.execute(query.with_for_update(read=share))).first()
+    row = (await conn.execute(_LOCK_ACCOUNT[share], {"account_id": account_id})).first()
     if row is None:
         raise Refusal("ledger.account_not_found", field=field, account_id=account_id)
     return row
@@ -181,17 +195,20 @@ async def place(conn: AsyncConnection, location: Location, unit_type: str, vinta
     """Put serials start..end at ``location``, merged with an adjacent block of the same kind there."""
     same = [location.where(), unit_blocks.c.unit_type == unit_type, unit_blocks.c.vintage == vintage,
             unit_blocks.c.origin == origin]
-    before = (await conn.execute(select(unit_blocks.c.id, unit_blocks.c.serial_start).where(
-        *same, unit_blocks.c.serial_end == start - 1))).first()
-    after = (await conn.execute(select(unit_blocks.c.id, unit_blocks.c.serial_end).where(
-        *same, unit_blocks.c.serial_start == end + 1))).first()
+    # Both neighbours in one read: the block of the same kind there ending just before ``start``, and the
+    # one starting just after ``end`` (serials are unique, so at most one of each).
+    neighbours = (await conn.execute(select(unit_blocks.c.id, unit_blocks.c.serial_start, unit_blocks.c.serial_end)
+                                     .where(*same, or_(unit_blocks.c.serial_end == start - 1,
+                                                       unit_blocks.c.serial_start == end + 1)))).all()
+    before = next((n for n in neighbours if n.serial_end == start - 1), None)
+    after = next((n for n in neighbours if n.serial_start == end + 1), None)
     if before is not None and after is not None:
-        await conn.execute(delete(unit_blocks).where(unit_blocks.c.id == after.id))
-        await conn.execute(update(unit_blocks).where(unit_blocks.c.id == before.id).values(serial_end=after.serial_end))
+        await conn.execute(_DELETE_BLOCK, {"block_id": after.id})
+        await conn.execute(_SET_END, {"block_id": before.id, "serial": after.serial_end})
     elif before is not None:
-        await conn.execute(update(unit_blocks).where(unit_blocks.c.id == before.id).values(serial_end=end))
+        await conn.execute(_SET_END, {"block_id": before.id, "serial": end})
     elif after is not None:
-        await conn.execute(update(unit_blocks).where(unit_blocks.c.id == after.id).values(serial_start=start))
+        await conn.execute(_SET_START, {"block_id": after.id, "serial": start})
     else:
         await conn.execute(insert(unit_blocks).values(
             account_id=location.account_id, hold_id=location.hold_id, unit_type=unit_type, vintage=vintage,
@@ -204,16 +221,13 @@ async def move_takes(conn: AsyncConnection, takes: list[Take], unit_type: str, d
     for take in takes:
         block = take.block
         if take.whole:
-            await conn.execute(delete(unit_blocks).where(unit_blocks.c.id == block.id))
+            await conn.execute(_DELETE_BLOCK, {"block_id": block.id})
         elif take.start == block.start:
-            await conn.execute(update(unit_blocks).where(unit_blocks.c.id == block.id)
-                               .values(serial_start=take.end + 1))
+            await conn.execute(_SET_START, {"block_id": block.id, "serial": take.end + 1})
         elif take.end == block.end:
-            await conn.execute(update(unit_blocks).where(unit_blocks.c.id == block.id)
-                               .values(serial_end=take.start - 1))
+            await conn.execute(_SET_END, {"block_id": block.id, "serial": take.start - 1})
         else:  # from the middle: the block becomes its head, and its tail a new block
-            await conn.execute(update(unit_blocks).where(unit_blocks.c.id == block.id)
-                               .values(serial_end=take.start - 1))
+            await conn.execute(_SET_END, {"block_id": block.id, "serial": take.start - 1})
             await conn.execute(insert(unit_blocks).values(
                 account_id=source.account_id, hold_id=source.hold_id, unit_type=unit_type, vintage=block.vintage,
                 origin=block.origin, serial_start=take.end + 1, serial_end=block.end))
@@ -328,7 +342,7 @@ async def hold_units(conn: AsyncConnection, command: HoldUnits, actor: Actor) ->
     """Move units from the sender into a new hold (escrow) of their own. None: this transfer already
     has a hold (a repeated command), nothing changes."""
     rule = rule_for(MovementKind.TRANSFER_HOLD)
-    existing = (await conn.execute(select(holds.c.id).where(holds.c.transfer_id == command.transfer_id))).first()
+    existing = (await conn.execute(_HOLD_OF, {"transfer_id": command.transfer_id})).first()
     if existing is not None:
         return None
     _check_frozen(rule, await ledger_is_frozen(conn))
@@ -356,7 +370,7 @@ async def hold_units(conn: AsyncConnection, command: HoldUnits, actor: Actor) ->
 
 
 async def _lock_hold(conn: AsyncConnection, transfer_id: UUID) -> Any:
-    row = (await conn.execute(select(holds).where(holds.c.transfer_id == transfer_id).with_for_update())).first()
+    row = (await conn.execute(_LOCK_HOLD, {"transfer_id": transfer_id})).first()
     if row is None:
         raise Refusal("ledger.hold_not_found", field="transfer_id")
     return row
@@ -365,7 +379,7 @@ async def _lock_hold(conn: AsyncConnection, transfer_id: UUID) -> Any:
 async def _empty_hold(conn: AsyncConnection, hold: Any, to_account: str, kind: MovementKind, actor: Actor,
                       reason: str | None) -> list[MovedBlock]:
     source = Location(hold_id=hold.id)
-    rows = (await conn.execute(select(unit_blocks).where(source.where()).order_by(unit_blocks.c.serial_start))).all()
+    rows = (await conn.execute(_BLOCKS_IN_HOLD, {"hold_id": hold.id})).all()
     takes = [Take(Block(r.id, r.vintage, r.origin, r.serial_start, r.serial_end), r.serial_start, r.serial_end)
              for r in rows]
     await move_takes(conn, takes, hold.unit_type, Location(account_id=to_account), source)
@@ -394,8 +408,7 @@ async def settle_hold(conn: AsyncConnection, command: SettleHold, actor: Actor) 
 async def release_hold(conn: AsyncConnection, command: ReleaseHold, actor: Actor) -> HoldReleased | None:
     """Held units go back to the sender. Never refused; None when there is nothing to release (no such
     hold, or already released or settled)."""
-    row = (await conn.execute(select(holds).where(holds.c.transfer_id == command.transfer_id)
-                              .with_for_update())).first()
+    row = (await conn.execute(_LOCK_HOLD, {"transfer_id": command.transfer_id})).first()
     if row is None or row.state != "held":
         return None
     await lock_account(conn, row.sender_account_id, field="sender_account_id")  # units are placed there
