@@ -437,8 +437,14 @@ async def holdings(conn: AsyncConnection, account_id: str) -> dict[str, Any]:
                                 "quantity": r.serial_end - r.serial_start + 1})
     held = (await conn.execute(select(func.coalesce(func.sum(holds.c.quantity), 0)).where(
         holds.c.sender_account_id == account_id, holds.c.state == "held"))).scalar_one()
+    incoming = (await conn.execute(select(holds.c.unit_type, holds.c.vintage, func.sum(holds.c.quantity).label("q"))
+                                   .where(holds.c.receiver_account_id == account_id, holds.c.state == "held")
+                                   .group_by(holds.c.unit_type, holds.c.vintage))).all()
     return {"account_id": account_id, "total": sum(e["quantity"] for e in totals.values()),
-            "held_outgoing": int(held), "by_type_and_vintage": list(totals.values())}
+            "held_outgoing": int(held), "held_incoming": sum(int(r.q) for r in incoming),
+            "held_incoming_by_type_and_vintage": [{"unit_type": r.unit_type, "vintage": r.vintage,
+                                                   "quantity": int(r.q)} for r in incoming],
+            "by_type_and_vintage": list(totals.values())}
 
 
 async def supply_audit(conn: AsyncConnection) -> dict[str, Any]:
