@@ -3,12 +3,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PACKAGES := libs/registry_common libs/registry_contracts $(addprefix services/,accounts issuance transfers compliance auctions notifications gateway) tools/registry_cli
+PACKAGES := libs/registry_common libs/registry_contracts $(addprefix services/,accounts issuance transfers compliance auctions notifications gateway) tools/registry_cli tools/demo
 # Tests use the machine's servers when no Docker engine answers (see README, "Tests").
 export TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 
-.PHONY: venv up down logs status lint test test-unit bench infra clean
+.PHONY: venv up down logs status lint test test-unit bench chaos fuzz infra clean
 
 $(VENV)/.installed: requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
@@ -46,6 +46,21 @@ test-unit: venv
 
 bench: venv
 	$(PY) -m bench $(BENCH)
+
+# The load-and-fault run (a few minutes, loopback, its own databases and broker node): exits non-zero
+# unless every invariant held. CHAOS_SECONDS sets how long the load and the faults last.
+chaos: venv
+	$(PY) -m chaos $(CHAOS)
+
+# Schemathesis over every route of the gateway's OpenAPI document, every role (at most 10 minutes).
+fuzz: venv
+	$(PY) -m fuzz $(FUZZ)
+
+# The pilot's three periods end to end on the running system, through the public API (a fresh `make up`:
+# the programme clock only moves forward; see README, "The demo"). DEMO="--installations 8" and so on.
+.PHONY: demo
+demo: venv
+	$(PY) -m registry_demo $(DEMO)
 
 clean: down
 	rm -rf $(VENV) var/run

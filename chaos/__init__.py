@@ -1,0 +1,1 @@
+"""The load-and-fault run: `python -m chaos` (`make chaos`)."""

@@ -1,0 +1,1 @@
+"""API fuzzing with schemathesis through the gateway: `python -m fuzz` (`make fuzz`)."""
