@@ -9,97 +9,16 @@ adjustment, bad input refused with nothing changed, and a clean ledger audit."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
-import asyncpg
-import httpx
 import pytest
 
-from registry_common.launcher import SystemPlan
-from registry_common.settings import SERVICES
+from registry_common.testing.compliance import ComplianceWorld, compliance_world, local
 from registry_common.testing.fixtures import wait_for
-from registry_common.testing.private_system import private_system
-from registry_common.testing.registry_client import Party, RegistryClient
 from registry_common.testing.webhook_receiver import Receiver, https_receiver
 
 pytestmark = [pytest.mark.system, pytest.mark.integration]
-ZONE = ZoneInfo("America/Mexico_City")
 AUTHORITY_EMAIL = "cumplimiento@semarnat.example.mx"
-
-
-def local(*args: int) -> str:
-    return datetime(*args, tzinfo=ZONE).isoformat()
-
-
-@dataclass
-class World:
-    plan: SystemPlan
-    env: dict[str, str]
-    registry: RegistryClient
-    compliance_db: asyncpg.Connection
-    installations: dict[str, Party] = field(default_factory=dict)
-    delivery: dict[str, str] = field(default_factory=dict)
-    verifier: Party | None = None
-    other_verifier: Party | None = None
-    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    async def call(self, method: str, path: str, who: dict[str, str], body: Any = None, **kw: Any) -> httpx.Response:
-        return await self.registry.call(method, path, who, body, **kw)
-
-    async def move_clock(self, when: str) -> None:
-        moved = await self.call("PUT", "/api/v1/programme/clock", self.registry.authority,
-                                {"programme_now": when, "reason": "compliance system test"}, expect=200)
-        version = moved.json()["version"]
-        urls = [self.plan.api_url(s) for s in SERVICES] + [self.plan.worker_url(s) for s in SERVICES]
-
-        async def everyone() -> bool:
-            for url in urls:
-                clock = (await self.registry.http.get(f"{url}/health")).json()["clock"]
-                if clock["version"] < version:
-                    return False
-            return True
-
-        await wait_for(everyone, timeout=30, what="every process to see the clock move")
-
-    async def holdings(self, account_id: str, unit_type: str | None = None) -> int:
-        answer = await self.call("GET", f"/api/v1/accounts/{account_id}/holdings", self.registry.authority,
-                                 expect=200)
-        return sum(line["quantity"] for line in answer.json()["by_type_and_vintage"]
-                   if unit_type in (None, line["unit_type"]))
-
-    async def issue(self, party: Party, unit_type: str, vintage: int, quantity: int) -> None:
-        if unit_type == "allowance":
-            await self.call("POST", "/api/v1/ledger/movements", self.registry.authority, {
-                "kind": "issuance", "to_account_id": "SYS-CAP", "unit_type": "allowance", "vintage": vintage,
-                "quantity": quantity}, key=True, expect=201)
-            await self.call("POST", "/api/v1/ledger/movements", self.registry.authority, {
-                "kind": "allocation", "from_account_id": "SYS-CAP", "to_account_id": party.account_id,
-                "unit_type": "allowance", "vintage": vintage, "quantity": quantity}, key=True, expect=201)
-        else:
-            await self.call("POST", "/api/v1/ledger/movements", self.registry.authority, {
-                "kind": "offset_issuance", "to_account_id": party.account_id, "unit_type": "offset",
-                "vintage": vintage, "quantity": quantity}, key=True, expect=201)
-
-    async def surrender(self, party: Party, unit_type: str, quantity: int, vintage: int | None = None,
-                        **extra: Any) -> httpx.Response:
-        return await self.call("POST", "/api/v1/surrenders", party.headers, {
-            "central_account_id": party.account_id, "unit_type": unit_type, "quantity": quantity,
-            **({"vintage": vintage} if vintage else {}), **extra}, key=True)
-
-    async def surrendered(self, surrender_id: str, party: Party) -> dict[str, Any]:
-        async def done() -> dict[str, Any] | None:
-            row = (await self.call("GET", f"/api/v1/surrenders/{surrender_id}", party.headers, expect=200)).json()
-            return row if row["state"] != "requested" else None
-
-        return await wait_for(done, timeout=30, what=f"surrender {surrender_id} to be decided")
-
-    async def knows(self, account_id: str) -> None:
-        await wait_for(lambda: self.compliance_db.fetchval(
-            "SELECT count(*) FROM known_representatives WHERE account_id = $1", account_id),
-            timeout=30, what=f"compliance to learn of {account_id}")
 
 
 @pytest.fixture(scope="module")
@@ -109,21 +28,14 @@ def hooks(webhook_ca, tmp_path_factory) -> Iterator[tuple[Receiver, str]]:
 
 
 @pytest.fixture(scope="module")
-async def world(registry_env, tmp_path_factory, mailbox, webhook_ca, token_for) -> AsyncIterator[World]:
+async def world(registry_env, tmp_path_factory, mailbox, webhook_ca, token_for) -> AsyncIterator[ComplianceWorld]:
     env = {"REGISTRY_SMTP_HOST": mailbox.host, "REGISTRY_SMTP_PORT": str(mailbox.port),
            "REGISTRY_WEBHOOK_CA_FILE": str(webhook_ca[1]), "REGISTRY_DELIVERY_POLL_SECONDS": "0.2",
            "REGISTRY_AUTHORITY_EMAILS": AUTHORITY_EMAIL, "REGISTRY_EVALUATE_INTERVAL_SECONDS": "0.2",
            "REGISTRY_AUTO_EVALUATE": "true"}
-    async with private_system(registry_env, tmp_path_factory.mktemp("compliance-system"), "k", env) as (plan, own):
-        server = own["REGISTRY_ADMIN_DATABASE_URL"].rsplit("/", 1)[0]
-        db = await asyncpg.connect(f"{server}/{own['REGISTRY_DATABASE_PREFIX']}compliance")
-        async with RegistryClient.open(
-            plan.gateway_url, admin_password=own["REGISTRY_BOOTSTRAP_ADMIN_PASSWORD"],
-            authority_token=token_for("authority-1", "authority", lifetime=timedelta(hours=2)),
-            transfers_dsn=f"{server}/{own['REGISTRY_DATABASE_PREFIX']}transfers",
-        ) as registry:
-            yield World(plan, own, registry, db)
-        await db.close()
+    async with compliance_world(registry_env, tmp_path_factory.mktemp("compliance-system"), "k", env,
+                                token_for) as world:
+        yield world
 
 
 CASES = {
@@ -137,7 +49,7 @@ CASES = {
 }
 
 
-async def test_1_parties_units_and_surrender_before_the_window(world: World) -> None:
+async def test_1_parties_units_and_surrender_before_the_window(world: ComplianceWorld) -> None:
     registry = world.registry
     for name, (_, lots) in CASES.items():
         party = await registry.party("installation", "installation")
@@ -165,7 +77,7 @@ async def test_1_parties_units_and_surrender_before_the_window(world: World) -> 
         assert await world.holdings(world.delivery[name]) == sum(q for _, _, q in lots)
 
 
-async def test_2_bad_surrenders_are_refused_and_nothing_moves(world: World) -> None:
+async def test_2_bad_surrenders_are_refused_and_nothing_moves(world: ComplianceWorld) -> None:
     compliant, short = world.installations["compliant"], world.installations["short"]
     before = await world.holdings(world.delivery["short"])
     # From an account that is not yours.
@@ -191,7 +103,7 @@ async def test_2_bad_surrenders_are_refused_and_nothing_moves(world: World) -> N
     assert await world.holdings(world.delivery["short"]) == before
 
 
-async def test_3_reporting_only_in_the_window_and_only_attested_figures_count(world: World) -> None:
+async def test_3_reporting_only_in_the_window_and_only_attested_figures_count(world: ComplianceWorld) -> None:
     verifier = world.verifier
     assert verifier is not None and world.other_verifier is not None
     compliant = world.installations["compliant"]
@@ -251,7 +163,7 @@ async def test_3_reporting_only_in_the_window_and_only_attested_figures_count(wo
                                                                               (1, "returned", 10)]
 
 
-async def test_4_not_due_before_the_deadline_then_evaluated_by_the_clock(world: World, hooks) -> None:
+async def test_4_not_due_before_the_deadline_then_evaluated_by_the_clock(world: ComplianceWorld, hooks) -> None:
     app, base = hooks
     for name, party in world.installations.items():
         answer = await world.call("POST", "/api/v1/webhook-subscriptions", party.headers,
@@ -317,7 +229,7 @@ async def test_4_not_due_before_the_deadline_then_evaluated_by_the_clock(world: 
     assert closed.status_code == 409 and closed.json()["code"] == "compliance.reporting_closed"
 
 
-async def test_5_documents_rerun_and_a_correction_as_an_adjustment(world: World) -> None:
+async def test_5_documents_rerun_and_a_correction_as_an_adjustment(world: ComplianceWorld) -> None:
     authority = world.registry.authority
     csv_answer = await world.call("GET", "/api/v1/compliance/periods/2020/report", authority,
                                   params={"format": "csv"}, expect=200)
@@ -356,7 +268,7 @@ async def test_5_documents_rerun_and_a_correction_as_an_adjustment(world: World)
     assert audit["ok"], audit["discrepancies"]
 
 
-async def test_6_installation_and_authority_told_by_email_and_webhook(world: World, mailbox, hooks) -> None:
+async def test_6_installation_and_authority_told_by_email_and_webhook(world: ComplianceWorld, mailbox, hooks) -> None:
     app, _ = hooks
     names = list(CASES)
 

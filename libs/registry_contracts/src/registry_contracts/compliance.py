@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from pydantic import AwareDatetime
+
 from registry_contracts.accounts import MovedBlock
 from registry_contracts.base import Event
 
@@ -40,3 +42,49 @@ class SurrenderedUnitsCancelled(Event):
     cancelled_quantity: int
     cancelled_blocks: list[MovedBlock]
     returned_quantity: int = 0
+
+
+class _CancellationFacts(Event):
+    """One account's part of a published cancellation preview (banking excess or end of the programme)."""
+
+    preview_id: UUID
+    kind: str  # banking_excess | programme_end
+    period: str
+    account_id: str
+    told_account_id: str  # whose representatives are told: the account, or for a delivery account its central one
+    quantity: int
+    blocks: list[MovedBlock]
+    executable_from: AwareDatetime  # programme time: the notice ends
+
+
+class BankingExcessPreviewed(_CancellationFacts):
+    TYPE = "compliance.banking_excess_previewed"
+    VERSION = 1
+
+
+class ProgrammeEndPreviewed(_CancellationFacts):
+    TYPE = "compliance.programme_end_previewed"
+    VERSION = 1
+
+
+class BankingExcessCancelled(_CancellationFacts):
+    TYPE = "compliance.banking_excess_cancelled"
+    VERSION = 1
+
+
+class ProgrammeUnitsCancelled(_CancellationFacts):
+    TYPE = "compliance.programme_units_cancelled"
+    VERSION = 1
+
+
+class InstallationStatusChanged(Event):
+    """An installation's live status for the open period: no_verified_emissions | must_surrender | covered."""
+
+    TYPE = "compliance.installation_status_changed"
+    VERSION = 1
+    installation_account_id: str
+    period: str
+    status: str
+    to_surrender: int  # units still to surrender (0 when covered)
+    emissions: int | None = None
+    delivered_eligible: int = 0

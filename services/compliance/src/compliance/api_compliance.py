@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import or_, select, tuple_
 
-from compliance import reports, service
+from compliance import programme, reports, service
 from compliance.tables import adjustments, directory, emission_reports, installation_results, surrenders
 from registry_common import idempotency
 from registry_common.auth import OVERSIGHT_ROLES, Principal, Role, require_roles
@@ -81,6 +81,8 @@ async def correct_report(body: CorrectionIn, request: Request, conn: WriteConn, 
     the evaluation it creates an adjustment (cancelled units never come back)."""
     row = await service.correct_report(conn, body=body.model_dump(), who=who, now=clock.now(),
                                        rules=service.rules_of(request.app.state.settings))
+    await programme.refresh_status(conn, row.installation_account_id, now=clock.now(),
+                                   rules=service.rules_of(request.app.state.settings))
     return JSONResponse(_row(row), status_code=201, headers={"Location": f"/api/v1/emission-reports/{row.id}"})
 
 
@@ -128,11 +130,13 @@ async def get_report(report_id: UUID, conn: ReadConn, who: ReportReader) -> dict
 
 
 @reports_router.post("/{report_id}/attestation")
-async def attest_report(report_id: UUID, body: AttestationIn, conn: WriteConn, who: Verifier,
+async def attest_report(report_id: UUID, body: AttestationIn, request: Request, conn: WriteConn, who: Verifier,
                         clock: ClockDep) -> dict[str, Any]:
     """The named verifier attests the figure, or returns it with comments."""
     row = await service.decide_report(conn, report_id, attest=body.decision == "attest", comments=body.comments,
                                       who=who, now=clock.now())
+    await programme.refresh_status(conn, row.installation_account_id, now=clock.now(),
+                                   rules=service.rules_of(request.app.state.settings))
     return _row(row)
 
 

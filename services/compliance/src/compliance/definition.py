@@ -3,8 +3,9 @@ the evaluation of each period with its reports and automatic cancellation."""
 
 from pathlib import Path
 
-from compliance.api_compliance import routers
-from compliance.service import SUBSCRIPTIONS, evaluator
+from compliance import api_compliance, api_programme
+from compliance.handlers import SUBSCRIPTIONS
+from compliance.service import evaluator
 from compliance.settings import ComplianceSettings
 from compliance.tables import metadata
 from registry_common.service import ServiceDefinition
@@ -13,8 +14,9 @@ DEFINITION = ServiceDefinition(
     name="compliance",
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
-    routers=routers,
+    routers=[*api_compliance.routers, *api_programme.routers],
     subscriptions=SUBSCRIPTIONS,
     periodic_tasks=[("evaluator", "evaluate_interval_seconds", evaluator)],
     settings_class=ComplianceSettings,
+    api_lifespan=api_programme.accounts_client,
 )

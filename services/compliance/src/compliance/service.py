@@ -644,11 +644,3 @@ async def evaluator(ctx: Any) -> int:
         done += 1
 
 
-
-SUBSCRIPTIONS: dict[type[Message], Any] = {
-    **directory.subscriptions,
-    **calendar.subscriptions,
-    UnitsMoved: on_units_moved,
-    UnitsMovedBatch: on_units_moved_batch,
-    MovementRefused: on_movement_refused,
-}

@@ -17,3 +17,8 @@ class ComplianceSettings(RegistrySettings):
     penalty_enabled: bool = Field(default=False, description="carry missing units, plus the extra, to the next period")
     penalty_extra_per_missing: int = Field(default=3, ge=0, description="California–Québec: 3 extra per missing unit")
     evaluate_interval_seconds: float = Field(default=1.0, gt=0)
+    banking_share: Decimal = Field(default=Decimal("1"), ge=0, le=1,
+                                   description="share of each account's holdings banked to the next period")
+    cancellation_notice_seconds: float = Field(default=14 * 86400, ge=0,
+                                               description="a cancellation preview is published this long first")
+    approval_ttl_hours: float = Field(default=72, gt=0)

@@ -175,3 +175,71 @@ carried_obligations = Table(
     Column("superseded", Boolean, nullable=False, server_default="false"),
     CheckConstraint("quantity >= 0", name="carried_obligations_not_negative"),
 )
+
+# Banking and the end of the programme: a published preview, then (after the notice, four eyes) the
+# cancellation of exactly its blocks, through move_units_batch.
+cancellation_previews = Table(
+    "cancellation_previews",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("kind", String(20), nullable=False),  # banking_excess | programme_end
+    Column("period", String(20), nullable=False),
+    Column("state", String(20), nullable=False),  # published | approval_requested | executing | completed
+    Column("share", String(20)),  # the banking share applied (banking_excess)
+    Column("blocks", JSONB, nullable=False),  # [{account_id, unit_type, vintage, start, end}]
+    Column("total", BigInteger, nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=False),  # programme time
+    Column("executable_from", DateTime(timezone=True), nullable=False),  # programme time: the notice ends
+    Column("created_by", String(120), nullable=False),
+    Column("approval_id", Uuid),
+    Column("approved_by", String(120)),
+    Column("cancelled", BigInteger, nullable=False, server_default="0"),
+    Column("refusals", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("completed_at", DateTime(timezone=True)),
+    CheckConstraint("kind IN ('banking_excess', 'programme_end')", name="cancellation_previews_kind"),
+    CheckConstraint("state IN ('published', 'approval_requested', 'executing', 'completed')",
+                    name="cancellation_previews_state"),
+    Index("ix_cancellation_previews_period", "period", "kind"),
+)
+
+cancellation_batches = Table(
+    "cancellation_batches",
+    metadata,
+    Column("batch_id", Uuid, primary_key=True),
+    Column("preview_id", Uuid, ForeignKey("cancellation_previews.id"), nullable=False),
+    Column("lines", Integer, nullable=False),
+    Column("state", String(20), nullable=False),  # sent | answered
+    Index("ix_cancellation_batches_preview", "preview_id", "state"),
+)
+
+# Live status of each installation for the open period, kept current as events arrive.
+installation_status = Table(
+    "installation_status",
+    metadata,
+    Column("installation_account_id", String(40), primary_key=True),
+    Column("period", String(20), nullable=False),
+    Column("status", String(30), nullable=False),  # no_verified_emissions | must_surrender | covered
+    Column("to_surrender", BigInteger, nullable=False),
+    Column("emissions", BigInteger),
+    Column("delivered_eligible", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# What issuance allocated to each installation per period (from allocation_delivered), for the public summary.
+allocations = Table(
+    "allocations",
+    metadata,
+    Column("movement_id", Uuid, primary_key=True),
+    Column("installation_account_id", String(40), nullable=False),
+    Column("vintage", Integer, nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Index("ix_allocations_installation", "installation_account_id", "vintage"),
+)
+
+publications = Table(
+    "publications",
+    metadata,
+    Column("period", String(20), primary_key=True),
+    Column("published_by", String(120), nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

@@ -138,3 +138,19 @@ def test_surrender_counts_for_the_earliest_open_period_only() -> None:
         with pytest.raises(ComplianceRefusal) as refused:
             surrender_period(periods, when, named)
         assert refused.value.code == code
+
+
+def test_banking_keeps_the_share_and_cancels_the_excess_oldest_vintage_first() -> None:
+    from compliance.domain.banking import HeldBlock, banking_excess, programme_units
+
+    blocks = [HeldBlock("A", "allowance", 2021, 100, 199), HeldBlock("A", "allowance", 2020, 1, 50),
+              HeldBlock("B", "offset", 2020, 500, 509)]
+    assert banking_excess(blocks, Decimal("1")) == []
+    excess = banking_excess(blocks, Decimal("0.6"))  # A holds 150, keeps 90: 60 go; B holds 10, keeps 6: 4 go
+    assert excess == [HeldBlock("A", "allowance", 2020, 1, 50), HeldBlock("A", "allowance", 2021, 100, 109),
+                      HeldBlock("B", "offset", 2020, 500, 503)]
+    assert sum(b.quantity for b in banking_excess(blocks, Decimal("0"))) == 160
+    assert programme_units(blocks, [2020]) == [HeldBlock("A", "allowance", 2020, 1, 50),
+                                               HeldBlock("B", "offset", 2020, 500, 509)]
+    with pytest.raises(ValueError):
+        banking_excess(blocks, Decimal("1.5"))

@@ -145,6 +145,7 @@ def default_routes() -> list[Route]:
         Route("/api/v1/emission-reports", "compliance"),
         Route("/api/v1/surrenders", "compliance"),
         Route("/api/v1/compliance", "compliance"),
+        Route("/api/v1/public/compliance", "compliance", public=True),  # each period's summary, once published
         # The current user's inbox and preferences; webhook subscriptions (notifications checks who may).
         Route("/api/v1/notifications", "notifications"),
         Route("/api/v1/webhook-subscriptions", "notifications"),

@@ -25,6 +25,10 @@ FACTS = {"transfer_id": "3f1e0000-0000-0000-0000-000000000001", "sender_account_
          "shortfall": 0, "carried_to_next_period": 0, "adjustment": False, "cancelled_quantity": 30,
          "cancelled_blocks": [{"unit_type": "allowance", "vintage": 2021, "origin": "", "quantity": 30,
                                "ranges": [{"start": 1, "end": 30}]}], "returned_quantity": 0,
+         "to_surrender": 30, "delivered_eligible": 30, "preview_id": "p-1", "kind": "programme_end",
+         "account_id": "MX-300-3", "told_account_id": "MX-300-3", "executable_from": "2023-11-20T00:00:00+00:00",
+         "blocks": [{"unit_type": "allowance", "vintage": 2021, "origin": "", "quantity": 30,
+                     "ranges": [{"start": 1, "end": 30}]}],
          # auctions
          "auction_id": "5a0c0000-0000-0000-0000-000000000001", "bidder_account_id": "MX-400-4", "bid_quantity": 40,
          "awarded_quantity": 30, "clearing_price": "18.00", "currency": "MXN", "amount_due": "540.00",

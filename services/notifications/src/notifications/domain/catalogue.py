@@ -15,7 +15,15 @@ from registry_contracts.auctions import (
     AuctionUnitsDelivered,
     AwardForfeited,
 )
-from registry_contracts.compliance import ComplianceEvaluated, SurrenderedUnitsCancelled
+from registry_contracts.compliance import (
+    BankingExcessCancelled,
+    BankingExcessPreviewed,
+    ComplianceEvaluated,
+    InstallationStatusChanged,
+    ProgrammeEndPreviewed,
+    ProgrammeUnitsCancelled,
+    SurrenderedUnitsCancelled,
+)
 from registry_contracts.issuance import AllocationDelivered
 from registry_contracts.transfers import (
     TransferAcceptanceReminder,
@@ -48,6 +56,10 @@ def _nobody(message: Any) -> list[Party]:
     return []
 
 
+def _holder(message: Any) -> list[Party]:
+    return [(message.told_account_id, "holder")]
+
+
 @dataclass(frozen=True)
 class Rule:
     notification_type: str  # the template's name
@@ -65,6 +77,12 @@ RULES: dict[type[Message], Rule] = {
     # Seed function f and g: installation and authority, in case of compliance and of non-compliance.
     ComplianceEvaluated: Rule("compliance_evaluated", _installation, authority=True),  # worded by status
     SurrenderedUnitsCancelled: Rule("units_cancelled", _installation, authority=True),
+    InstallationStatusChanged: Rule("compliance_status", _installation),
+    # Seed function h: holders and the authority, at the preview and at the cancellation (worded by kind).
+    BankingExcessPreviewed: Rule("cancellation_previewed", _holder, authority=True),
+    ProgrammeEndPreviewed: Rule("cancellation_previewed", _holder, authority=True),
+    BankingExcessCancelled: Rule("cancellation_done", _holder, authority=True),
+    ProgrammeUnitsCancelled: Rule("cancellation_done", _holder, authority=True),
     # Auctions: the authority hears of a consigned auction; each bidder of its result, delivery or forfeiture.
     AuctionScheduled: Rule("auction_scheduled", _nobody, authority=True),
     AuctionResultsApproved: Rule("auction_results", _bidder),  # worded by whether anything was won
