@@ -140,15 +140,18 @@ def _event(name: str, row: Any) -> Message:
     return EVENTS[name](**facts)
 
 
+_SAVE = update(transfers).where(transfers.c.id == bindparam("transfer_id")).values(
+    state=bindparam("new_state"), reason=bindparam("new_reason"), failure_code=bindparam("new_failure_code"),
+    acceptance_deadline=bindparam("new_deadline"), updated_at=func.now(), version=transfers.c.version + 1,
+).returning(transfers)
+
+
 async def save(conn: AsyncConnection, row: Any, transfer: Transfer, outgoing: Outgoing | None, step: Step,
                causation: HandlerContext | None = None) -> Any:
     """Write the transfer's new state, its history and its messages in the caller's transaction."""
-    new = (await conn.execute(
-        update(transfers).where(transfers.c.id == row.id).values(
-            state=transfer.state, reason=transfer.reason, failure_code=transfer.failure_code,
-            acceptance_deadline=transfer.acceptance_deadline, updated_at=func.now(),
-            version=transfers.c.version + 1).returning(transfers)
-    )).one()
+    new = (await conn.execute(_SAVE, {
+        "transfer_id": row.id, "new_state": transfer.state, "new_reason": transfer.reason,
+        "new_failure_code": transfer.failure_code, "new_deadline": transfer.acceptance_deadline})).one()
     if transfer.history:
         await conn.execute(insert(transfer_history), [
             {"transfer_id": row.id, "from_state": before, "to_state": after, "event": why, "actor": step.actor,

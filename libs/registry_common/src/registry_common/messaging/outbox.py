@@ -17,7 +17,7 @@ import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import Counter
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from registry_common.context import causation_id_var, correlation_id_var
@@ -31,6 +31,8 @@ log = logging.getLogger("registry.outbox")
 PUBLISHED = Counter("registry_outbox_published_total", "Outbox rows published and confirmed")
 PUBLISH_FAILURES = Counter("registry_outbox_publish_failures_total", "Outbox publish attempts that failed")
 NOTIFY_CHANNEL = "registry_outbox"
+MARK_PUBLISHED = update(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True))).values(
+    published_at=func.now())
 
 
 class Outbox:
@@ -112,19 +114,18 @@ class OutboxRelay:
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self.last_success = time.monotonic()
+        self._due = (  # built once: every round runs it
+            select(outbox.c.id, outbox.c.exchange, outbox.c.routing_key, outbox.c.envelope)
+            .where(outbox.c.published_at.is_(None), outbox.c.available_at <= func.now())
+            .order_by(outbox.c.id)
+            .limit(batch_size)
+            .with_for_update(skip_locked=True)
+        )
 
     async def relay_once(self) -> int:
         """Publish one batch; returns how many rows were confirmed."""
         async with self.engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    select(outbox.c.id, outbox.c.exchange, outbox.c.routing_key, outbox.c.envelope)
-                    .where(outbox.c.published_at.is_(None), outbox.c.available_at <= func.now())
-                    .order_by(outbox.c.id)
-                    .limit(self.batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+            rows = (await conn.execute(self._due)).all()
             if not rows:
                 return 0
             results = await asyncio.gather(
@@ -135,9 +136,7 @@ class OutboxRelay:
             confirmed = [r.id for r, result in zip(rows, results, strict=True) if result is None]
             failed = [(r.id, result) for r, result in zip(rows, results, strict=True) if result is not None]
             if confirmed:
-                await conn.execute(
-                    update(outbox).where(outbox.c.id.in_(confirmed)).values(published_at=func.now())
-                )
+                await conn.execute(MARK_PUBLISHED, {"ids": confirmed})
             for row_id, error in failed:
                 await conn.execute(
                     update(outbox).where(outbox.c.id == row_id)
