@@ -187,6 +187,9 @@ async def test_three_periods_banking_status_projection_summary_and_the_end_of_th
     # Period 2022, the last: evaluated at its deadline; then the end of the programme.
     await world.move_clock(local(2023, 11, 2, 9))
     await evaluated(world, "2022")
+    # From the final deadline the programme's units no longer transfer.
+    late = await registry.transfer(trader, a, 10)
+    assert late.status_code == 409 and late.json()["code"] == "transfer.programme_ended", late.text
     remaining = {p.account_id: await blocks_in(world, p.account_id) for p in (a, b, trader)}
     finished = await cancel_with_preview(world, "programme_end", "2022", second)
     previewed = sorted((x["account_id"], x["unit_type"], x["vintage"], x["start"], x["end"])

@@ -21,7 +21,7 @@ from registry_common.auth import OVERSIGHT_ROLES, CurrentPrincipal, Principal, R
 from registry_common.errors import RegistryError
 from registry_common.http_transport import LeanHTTPTransport
 from registry_common.routes import ReadConn, WriteConn
-from transfers import service
+from transfers import programme_end, service
 from transfers.domain.saga import State, reconcile
 from transfers.tables import known_accounts, known_representatives, transfer_history, transfers
 
@@ -96,6 +96,7 @@ async def request_transfer(body: TransferIn, request: Request, who: CurrentPrinc
         if stored is not None:
             return JSONResponse(stored["response"], status_code=stored["status_code"],
                                 headers={"Location": f"/api/v1/transfers/{stored['response'].get('id')}"})
+        await programme_end.check_programme_open(conn, request.app.state.clock.now())
         rights = await service.rights_on(conn, body.sender_account_id, who.user_id)
         available = balance if "initiate" in rights else None
         row = await service.request_transfer(conn, body=body.model_dump(), who=who,

@@ -7,14 +7,14 @@ from registry_common.service import ServiceDefinition
 from transfers.api_transfers import accounts_client, router
 from transfers.service import SUBSCRIPTIONS, sweep
 from transfers.settings import TransfersSettings
-from transfers.tables import metadata
+from transfers.tables import calendar, metadata
 
 DEFINITION = ServiceDefinition(
     name="transfers",
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
     routers=[router],
-    subscriptions=SUBSCRIPTIONS,
+    subscriptions={**SUBSCRIPTIONS, **calendar.subscriptions},
     periodic_tasks=[("sweeper", "sweep_interval_seconds", sweep)],
     settings_class=TransfersSettings,
     api_lifespan=accounts_client,

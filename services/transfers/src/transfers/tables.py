@@ -22,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from registry_common.read_models import ProgrammeCalendar
+
 metadata = MetaData()
 
 transfers = Table(
@@ -86,3 +88,5 @@ known_representatives = Table(
     Column("rights", ARRAY(String(20)), nullable=False),
     Index("ix_known_representatives_user", "user_id"),
 )
+
+calendar = ProgrammeCalendar(metadata)  # the programme's periods: after the final deadline nothing transfers
