@@ -7,7 +7,7 @@ cancellation then moves; the ledger audit stays clean throughout."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,15 +16,26 @@ import pytest
 from registry_common.testing.compliance import ComplianceWorld, compliance_world, local
 from registry_common.testing.fixtures import wait_for
 from registry_common.testing.registry_client import Party
+from registry_common.testing.webhook_receiver import Receiver, https_receiver
 
 pytestmark = [pytest.mark.system, pytest.mark.integration]
 NOTICE_DAYS = 14
+AUTHORITY_EMAIL = "fin-de-programa@semarnat.example.mx"
 
 
 @pytest.fixture(scope="module")
-async def world(registry_env, tmp_path_factory, token_for) -> AsyncIterator[ComplianceWorld]:
+def hooks(webhook_ca, tmp_path_factory) -> Iterator[tuple[Receiver, str]]:
+    with https_receiver(webhook_ca[0], tmp_path_factory.mktemp("programme-hooks")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def world(registry_env, tmp_path_factory, token_for, mailbox, webhook_ca) -> AsyncIterator[ComplianceWorld]:
     env = {"REGISTRY_EVALUATE_INTERVAL_SECONDS": "0.2", "REGISTRY_AUTO_EVALUATE": "true",
-           "REGISTRY_BANKING_SHARE": "0.5", "REGISTRY_CANCELLATION_NOTICE_SECONDS": str(NOTICE_DAYS * 86400)}
+           "REGISTRY_BANKING_SHARE": "0.5", "REGISTRY_CANCELLATION_NOTICE_SECONDS": str(NOTICE_DAYS * 86400),
+           "REGISTRY_SMTP_HOST": mailbox.host, "REGISTRY_SMTP_PORT": str(mailbox.port),
+           "REGISTRY_WEBHOOK_CA_FILE": str(webhook_ca[1]), "REGISTRY_DELIVERY_POLL_SECONDS": "0.2",
+           "REGISTRY_AUTHORITY_EMAILS": AUTHORITY_EMAIL}
     async with compliance_world(registry_env, tmp_path_factory.mktemp("programme-system"), "p", env,
                                 token_for) as world:
         yield world
@@ -94,7 +105,7 @@ async def blocks_in(world: ComplianceWorld, account_id: str) -> list[tuple[str, 
 
 
 async def test_three_periods_banking_status_projection_summary_and_the_end_of_the_programme(
-        world: ComplianceWorld, token_for) -> None:
+        world: ComplianceWorld, token_for, mailbox, hooks) -> None:
     registry, authority = world.registry, world.registry.authority
     second = {"Authorization": f"Bearer {token_for('authority-2', 'authority')}"}
     a = await registry.party("installation", "installation")
@@ -103,6 +114,14 @@ async def test_three_periods_banking_status_projection_summary_and_the_end_of_th
     world.verifier = await registry.party("verifier", "verifier")
     for party in (a, b, trader, world.verifier):
         await world.knows(party.account_id)
+    app, base = hooks
+    names = {a.account_id: "a", b.account_id: "b", trader.account_id: "trader"}
+    for party in (a, b, trader):
+        answer = await world.call("POST", "/api/v1/webhook-subscriptions", party.headers,
+                                  {"account_id": party.account_id, "url": f"{base}/hook/p-{names[party.account_id]}"},
+                                  expect=201)
+        with app.lock:
+            app.secrets[f"p-{names[party.account_id]}"] = answer.json()["secret"]
     await world.issue(a, "allowance", 2020, 1000)
     await world.issue(a, "allowance", 2021, 700)
     await world.issue(b, "allowance", 2020, 300)
@@ -203,3 +222,30 @@ async def test_three_periods_banking_status_projection_summary_and_the_end_of_th
     assert again.status_code == 409 and again.json()["code"] == "compliance.nothing_to_cancel"
     audit = await registry.ledger_audit()
     assert audit["ok"], audit["discrepancies"]
+
+    # Holders and the authority were told at each preview and each cancellation, by e-mail and webhook;
+    # the installation of its status changes.
+    kinds = ("compliance.banking_excess_previewed", "compliance.banking_excess_cancelled",
+             "compliance.programme_end_previewed", "compliance.programme_units_cancelled")
+
+    def hooked(name: str) -> set[str]:
+        return {p["type"].rsplit(".", 1)[0] for p in app.distinct(f"p-{name}").values()}
+
+    async def everyone_told() -> bool:
+        emails = {account: (await world.call("GET", f"/api/v1/users/{party.user_id}", registry.admin)).json()["email"]
+                  for account, party in ((a.account_id, a), (b.account_id, b), (trader.account_id, trader))}
+        for account, email in emails.items():
+            subjects = [str(m["Subject"]) for m in mailbox.received() if m["To"] == email]
+            banking = [s for s in subjects if "acumulación" in s or "banking" in s]
+            if len(banking) < 2:
+                return False
+            if account != a.account_id and len([s for s in subjects if "programa" in s or "programme" in s]) < 2:
+                return False
+        if not set(kinds[:2]) <= hooked("trader") or not set(kinds) <= hooked("b"):
+            return False
+        if "compliance.installation_status_changed" not in hooked("a"):
+            return False
+        authority = [str(m["Subject"]) for m in mailbox.received() if m["To"] == AUTHORITY_EMAIL]
+        return len(authority) >= 3 + 3 + 2 + 2  # banking preview and done for 3 accounts, end for 2
+
+    await wait_for(everyone_told, timeout=60, what="holders and the authority told by e-mail and webhook")
