@@ -215,7 +215,7 @@ async def choose_language(page: Any, lang: str) -> None:
 async def open_sign_in(page: Any) -> None:
     """The sign-in page, once its script handles the form and the language chooser."""
     await page.goto("/ui/")
-    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    await expect(page.locator("body")).to_have_attribute("data-ready", "signin")
 
 
 async def sign_in(page: Any, who: Person, lang: str = "es") -> None:
@@ -235,7 +235,9 @@ async def sign_out(page: Any, lang: str) -> None:
 
 
 async def ready(page: Any, title_key: str, lang: str) -> None:
-    await expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=60_000)
+    """The page (portal or dashboard, from ``title_key``) has loaded every section: its script marks the body
+    with its own name last, so the sign-in page it came from never passes for it."""
+    await expect(page.locator("body")).to_have_attribute("data-ready", title_key.split(".")[0], timeout=60_000)
     await expect(page.get_by_role("heading", level=1)).to_have_text(TEXT[lang][title_key])
     await expect(page.locator("html")).to_have_attribute("lang", lang)
 
@@ -532,6 +534,13 @@ async def test_surrender_to_my_delivery_account(browser_page, world, system, sho
     rows = page.locator("#surrender-body tbody").get_by_role("row")
     await expect(rows).to_have_count(1)
     await expect(rows).to_contain_text(TEXT["es"]["surrender_state.completed"])
+    # The live compliance status and the projection to the deadline, as compliance answers them.
+    status = page.get_by_test_id(f"compliance-status-{sender.account_id}")
+    await expect(status).to_contain_text(TEXT["es"]["compliance_field.status"])
+    live = (await api(system, "GET", f"/api/v1/compliance/installations/{sender.account_id}/status", sender)).json()
+    await expect(status).to_contain_text(TEXT["es"][f"compliance_status.{live['status']}"])
+    compliance = page.get_by_role("region", name=TEXT["es"]["portal.compliance"])
+    await expect(compliance).to_contain_text(TEXT["es"]["projection.everything"])
     await shoot(page, "portal-es-surrender")
     listed = (await api(system, "GET", "/api/v1/surrenders", sender,
                         params={"central_account_id": sender.account_id})).json()["items"]

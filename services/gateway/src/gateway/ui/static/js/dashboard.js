@@ -285,5 +285,5 @@ if (user) {
   periodSelect.addEventListener("change", () => loadCompliance(periodSelect.value));
   await Promise.all([loadSupply(), loadTransfers(), loadCompliance(periodSelect.value), loadAuctions(),
                      loadApprovals(), loadDeadLetters(), loadIntegrity()]);
-  document.body.dataset.ready = "true";
+  document.body.dataset.ready = "dashboard";
 }

@@ -234,23 +234,43 @@ async function surrenderOutcome(surrenderId, region) {
   }
 }
 
-const COMPLIANCE_FIELDS = ["period", "status", "reason", "emissions", "obligation", "counted", "delivered", "shortfall",
-                           "surrendered", "projection", "projected_shortfall", "deadline"];
+const COMPLIANCE_FIELDS = ["period", "status", "reason", "deadline", "emissions", "carried_in", "obligation", "counted",
+                           "delivered_eligible", "to_surrender", "delivered", "shortfall", "in_central_account",
+                           "in_delivery_account", "incoming_in_holds", "outgoing_in_holds"];
+
+function factValue(k, v) {
+  if (k === "status") return term("compliance_status", v);
+  if (k === "reason") return v ? term("compliance_reason", v) : "—";
+  if (k === "deadline") return when(v);
+  if (typeof v === "number") return number(v);
+  if (typeof v === "boolean") return t(v ? "common.yes" : "common.no");
+  return v === null || v === undefined ? "—" : String(v);
+}
 
 function facts(record) {
   const keys = [...COMPLIANCE_FIELDS.filter((k) => k in record),
-                ...Object.keys(record).filter((k) => !COMPLIANCE_FIELDS.includes(k) && typeof record[k] !== "object"
-                                                     && !k.endsWith("_id"))];
-  const value = (k) => {
-    const v = record[k];
-    if (k === "status") return term("compliance_status", v);
-    if (k === "reason") return v ? term("compliance_reason", v) : "—";
-    if (typeof v === "number") return number(v);
-    if (typeof v === "boolean") return t(v ? "common.yes" : "common.no");
-    return v === null || v === undefined ? "—" : String(v);
-  };
+                ...Object.keys(record).filter((k) => !COMPLIANCE_FIELDS.includes(k) && record[k] !== null
+                                                     && typeof record[k] !== "object" && typeof record[k] !== "boolean"
+                                                     && !k.endsWith("_id") && !k.endsWith("_at"))];
   return el("dl", { class: "facts" }, keys.map((k) => [el("dt", { text: term("compliance_field", k) }),
-                                                        el("dd", { text: value(k) })]));
+                                                        el("dd", { text: factValue(k, record[k]) })]));
+}
+
+function projectionTable(account, projection) {
+  const scenarios = [["if_nothing_more_is_surrendered", "projection.as_is"],
+                     ["if_everything_eligible_is_surrendered", "projection.everything"]]
+    .filter(([k]) => projection[k]);
+  if (!scenarios.length) return null;
+  return el("div", {},
+    el("h4", { text: t("portal.projection", { period: projection.period || "—" }) }),
+    facts({ deadline: projection.deadline, emissions: projection.emissions, obligation: projection.obligation,
+            in_central_account: projection.in_central_account, in_delivery_account: projection.in_delivery_account,
+            incoming_in_holds: projection.incoming_in_holds }),
+    table(t("portal.projection_caption", { account: account.id }),
+          [t("col.scenario"), t("col.counted"), t("col.shortfall"), t("col.compliance_status")],
+          scenarios.map(([k, label]) => [t(label), number(projection[k].counted), number(projection[k].shortfall),
+                                         term("compliance_status", projection[k].status)]),
+          { className: "numbers" }));
 }
 
 async function loadCompliance() {
@@ -262,23 +282,26 @@ async function loadCompliance() {
     const part = el("div", {});
     if (!current()) return;
     body.append(part);
+    const base = `/api/v1/compliance/installations/${encodeURIComponent(account.id)}`;
     await fill(part, async () => {
-      // The current status and projection (when compliance offers it), then every evaluated period known
-      // from this account's surrenders.
-      const status = await optional(() => get(`/api/v1/compliance/installations/${encodeURIComponent(account.id)}/status`))();
+      // The live status and the projection for the open period (when compliance answers them), then every
+      // evaluated period known from this account's surrenders.
+      const [status, projection] = await Promise.all([optional(() => get(`${base}/status`))(),
+                                                      optional(() => get(`${base}/projection`))()]);
       const evaluated = [];
       for (const period of [...periodsSeen].sort()) {
         const report = await optional(() => get(
           `/api/v1/compliance/periods/${encodeURIComponent(period)}/installations/${encodeURIComponent(account.id)}`))();
         if (report && report.installation) evaluated.push({ period, ...report.installation });
       }
-      return { status, evaluated };
-    }, ({ status, evaluated }) => el("article", { class: "card", "aria-labelledby": `compliance-${account.id}` },
+      return { status, projection, evaluated };
+    }, ({ status, projection, evaluated }) => el("article", { class: "card", "aria-labelledby": `compliance-${account.id}` },
       el("h3", { id: `compliance-${account.id}`, text: accountLabel(account) }),
-      status ? facts(status) : null,
+      status ? el("div", { "data-testid": `compliance-status-${account.id}` }, facts(status)) : null,
+      projection ? projectionTable(account, projection) : null,
       evaluated.map((line) => el("div", {}, el("h4", { text: t("portal.evaluated_period", { period: line.period }) }),
                                  facts(line))),
-      status || evaluated.length ? null : empty(t("compliance.not_evaluated"))));
+      status || projection || evaluated.length ? null : empty(t("compliance.not_evaluated"))));
   }
 }
 
@@ -362,5 +385,5 @@ if (user) {
   });
   await Promise.all([loadHoldings(), loadIncoming(), loadTransfers(), loadSurrenders().then(loadCompliance),
                      loadNotifications(), loadWebhooks()]);
-  document.body.dataset.ready = "true";
+  document.body.dataset.ready = "portal";
 }

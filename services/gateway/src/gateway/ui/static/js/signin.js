@@ -29,4 +29,4 @@ form.addEventListener("submit", async (event) => {
     button.disabled = false;
   }
 });
-document.body.dataset.ready = "true";
+document.body.dataset.ready = "signin";
