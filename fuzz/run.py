@@ -175,10 +175,11 @@ class Fuzzer:
         self.findings.statuses[(role, response.status_code // 100)] += 1
         try:
             case.validate_response(response, checks=CHECKS)
-        except AssertionError as exc:  # schemathesis' failures are AssertionErrors (grouped)
-            first = str(exc).strip().splitlines()
-            self.findings.fail(f"{role} {method} {path} -> {response.status_code}: "
-                               f"{' | '.join(first[:6])}\n    {case.as_curl_command(headers=self.headers[role])}")
+        except (AssertionError, BaseExceptionGroup) as exc:  # schemathesis' failures (grouped)
+            parts = exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,)
+            said = " | ".join(" ".join(str(p).split())[:300] for p in parts)
+            self.findings.fail(f"{role} {method} {path} -> {response.status_code}: {said}\n"
+                               f"    {case.as_curl_command(headers=self.headers[role])}")
         if not write:
             return
         assert service is not None and before is not None and audit_before is not None

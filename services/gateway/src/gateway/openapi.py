@@ -192,6 +192,9 @@ def merge_documents(documents: Mapping[str, dict[str, Any]], table: RouteTable,
     problem_content = {"application/problem+json": {"schema": {"$ref": f"{REF_PREFIX}schemas/{problem}"}}}
     for path, _, operation in operations:
         responses = operation.setdefault("responses", {})
+        if "422" in responses:  # every service answers bad input as problem+json (registry_common.errors)
+            responses["422"] = {"description": "The request is not valid; `field` or `errors` name what is wrong.",
+                                "content": problem_content}
         if table.is_public(path):
             operation["security"] = []
             continue
