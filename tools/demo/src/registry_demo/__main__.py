@@ -1,0 +1,3 @@
+from registry_demo.main import main
+
+main()
