@@ -144,7 +144,11 @@ async def list_users(
 
 @users_router.get("/me", response_model=UserOut)
 async def me(conn: ReadConn, who: CurrentPrincipal) -> Any:
-    return identity.public_user(await identity.get_user(conn, UUID(who.user_id)))
+    try:
+        user_id = UUID(who.user_id)
+    except ValueError:  # a token of a principal that is no user of this registry (a service, a made-up id)
+        raise RegistryError("user.not_found") from None
+    return identity.public_user(await identity.get_user(conn, user_id))
 
 
 @users_router.get("/{user_id}", response_model=UserOut)
