@@ -211,7 +211,25 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+def _refused_by_the_database(exc: BaseException) -> bool:
+    """A value PostgreSQL cannot take (SQLSTATE class 22, "data exception": a NUL character, a number out of
+    range, text that is not a number or date) or that asyncpg cannot encode: the request's fault."""
+    from asyncpg.exceptions import DataError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DataError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if _refused_by_the_database(exc):
+        log.info("a value of %s %s was refused by the database: %s", request.method, request.url.path, exc)
+        return problem_response(request, "request.invalid")
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(request, "internal.error")
 

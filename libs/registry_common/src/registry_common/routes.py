@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -44,7 +44,7 @@ ClockDep = Annotated[ProgrammeClock, Depends(get_clock)]
 Overseer = Annotated[Principal, Depends(require_roles(*OVERSIGHT_ROLES))]
 Administrator = Annotated[Principal, Depends(require_roles(Role.ADMINISTRATOR))]
 Limit = Annotated[int, Query(ge=1, le=500)]
-Cursor = Annotated[int | None, Query(ge=0, description="the `next_cursor` of the previous page")]
+Cursor = Annotated[int | None, Query(ge=0, le=2**63 - 1, description="the `next_cursor` of the previous page")]
 
 
 class Page(BaseModel):
@@ -116,7 +116,8 @@ def shared_router(service: str) -> APIRouter:
 
     @router.post("/dead-letters/{dead_letter_id}/replay", status_code=202,
                  operation_id=f"{service}-replay-dead-letter")
-    async def replay(dead_letter_id: int, conn: WriteConn, who: Administrator) -> dict[str, Any]:
+    async def replay(dead_letter_id: Annotated[int, Path(ge=1, le=2**63 - 1)], conn: WriteConn,
+                     who: Administrator) -> dict[str, Any]:
         row = await replay_dead_letter(conn, dead_letter_id, actor=who.user_id)
         await record_audit(conn, action="dead_letter.replayed", entity_type="dead_letter",
                            entity_id=str(dead_letter_id), actor=who.user_id,

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, Literal
+from urllib.parse import quote
 from uuid import UUID
 
 import httpx
@@ -119,7 +120,8 @@ async def installation_projection(account_id: str, request: Request, conn: ReadC
     await _may_see_installation(conn, account_id, who)
     holdings = None
     try:
-        answer = await request.app.state.accounts_api.get(f"/api/v1/accounts/{account_id}/holdings", headers={
+        path = f"/api/v1/accounts/{quote(account_id, safe='')}/holdings"  # any text the caller sent, escaped
+        answer = await request.app.state.accounts_api.get(path, headers={
             "Authorization": request.headers.get("authorization", "")})
         if answer.status_code == 200:
             holdings = answer.json()
