@@ -20,11 +20,13 @@ from typing import Any
 from registry_cli.client import CliError
 
 from registry_demo.client import Actor, DemoFailure, programme_now, wait_until
-from registry_demo.population import people_count, seed
+from registry_demo.population import ADMINISTRATOR, people_count, seed
 from registry_demo.programme import ZONE, Plan, Programme, run
 from registry_demo.show import Show
 
-LATEST_START = datetime(2020, 1, 6, tzinfo=ZONE)
+LATEST_START = datetime(2020, 9, 1, tzinfo=ZONE)
+"""The programme clock runs on from 1 January 2020 after `make up`: the demo starts any time before the
+allocation tables of 2020 are due."""
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -60,6 +62,9 @@ def demo(args: argparse.Namespace, show: Show | None = None) -> int:
         if clock.status_code == 404:
             raise DemoFailure("the programme clock cannot be moved here (REGISTRY_CLOCK_CONTROL is off): the demo "
                               "runs on the development profile only")
+        if demo_ran_before(bootstrap):
+            raise DemoFailure(f"the user {ADMINISTRATOR} exists already: a demo ran on this registry before; the "
+                              "demo needs a freshly started registry (see README, The demo)")
         now = programme_now(bootstrap)
         if now >= LATEST_START:
             raise DemoFailure(f"the programme clock is already at {now.astimezone(ZONE):%d %b %Y}: the demo drives "
@@ -92,6 +97,17 @@ def demo(args: argparse.Namespace, show: Show | None = None) -> int:
         return 1
     show.console.print(f"[bold green]The pilot ran end to end and every check is clean[/] ({elapsed:.0f} s).")
     return 0
+
+
+def demo_ran_before(administrator: Actor) -> bool:
+    cursor = None
+    while True:
+        page = administrator.get("/api/v1/users", params={"limit": 500, **({"cursor": cursor} if cursor else {})})
+        if any(user["username"] == ADMINISTRATOR for user in page["items"]):
+            return True
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return False
 
 
 def show_population(show: Show, population: Any, folder: Path) -> None:

@@ -31,6 +31,7 @@ COMPANIES = [
     ("Fertilizantes del Pacífico", "Topolobampo, Sin."), ("Minera y Fundidora de Sonora", "Nacozari, Son."),
 ]
 INTERMEDIARIES = [("Bolsa Ambiental Mexicana", "bolsa"), ("Carbono Capital Casa de Bolsa", "carbono")]
+ADMINISTRATOR = "admin.registro"  # the registry's administrator user the demo creates first
 VERIFIERS = [("Verificadora Ambiental Certificada", "verac"), ("Auditores de Emisiones del Centro", "audemc")]
 
 
@@ -90,7 +91,7 @@ def seed(url: str, bootstrap: Actor, installations: int, secrets_dir: Path,
         advance(f"{display_name} ({', '.join(roles)})")
         return actor
 
-    administrator = person("admin.registro", "Administración del Registro", ["administrator"], bootstrap)
+    administrator = person(ADMINISTRATOR, "Administración del Registro", ["administrator"], bootstrap)
     population.administrator = administrator
     population.authority = [
         person("autoridad.lucia", "Lucía Hernández (Autoridad)", ["authority"], administrator),

@@ -219,9 +219,9 @@ class Programme:
         self.show.check(table["state"] == "completed" and table.get("run_trigger") == "schedule",
                         f"allocation {period} ran by itself on the programme clock ({table['state']})",
                         f"allocation {period}: {table['state']}, trigger {table.get('run_trigger')}")
-        wrong = [(self.name(a), a.holdings().get(("allowance", int(period)), 0), self.plan.allocation(i))
-                 for i, a in enumerate(self.installations)
-                 if a.holdings().get(("allowance", int(period)), 0) < self.plan.allocation(i)]
+        held = [a.holdings().get(("allowance", int(period)), 0) for a in self.installations]
+        wrong = [(self.name(a), units, self.plan.allocation(i)) for i, (a, units) in
+                 enumerate(zip(self.installations, held, strict=True)) if units < self.plan.allocation(i)]
         self.show.check(not wrong, f"{len(self.installations)} installations hold their {period} allocation",
                         f"allocation {period} missing: {wrong}")
 
@@ -525,7 +525,8 @@ def run(programme: Programme, on_step: Callable[[str], None] | None = None) -> N
     step = on_step or (lambda _name: None)
 
     step("period 2020")
-    p.move_clock(local(2020, 1, 6), "Period 2020 opens: the authority generates the cap")
+    opening = max(local(2020, 1, 6), programme_now(p.admin).astimezone(ZONE) + timedelta(hours=1))
+    p.move_clock(opening, "Period 2020 opens: the authority generates the cap")
     p.generate_cap("2020")
     p.move_clock(local(2020, 9, 14), "Allocation table 2020")
     table_2020 = p.allocation_table("2020")
