@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 from uuid import UUID
 
 import httpx
@@ -66,7 +67,8 @@ async def available_balance(request: Request, body: TransferIn) -> int | None:
     client: httpx.AsyncClient = request.app.state.accounts_api
     # Straight on the client's transport: a GET with the caller's token needs none of the client's auth,
     # cookie or redirect handling. Its headers, base URL and timeouts are the client's.
-    asked = httpx.Request("GET", client.base_url.join(f"api/v1/accounts/{body.sender_account_id}/holdings"),
+    sender = quote(body.sender_account_id, safe="")  # whatever text the caller sent, escaped
+    asked = httpx.Request("GET", client.base_url.join(f"api/v1/accounts/{sender}/holdings"),
                           headers={**client.headers, "Authorization": request.headers.get("authorization", "")},
                           extensions={"timeout": client.timeout.as_dict()})
     try:
@@ -137,8 +139,13 @@ async def list_transfers(
         query = query.where(transfers.c.created_at < created_to)
     if cursor is not None:
         at, _, last = cursor.partition("|")
-        query = query.where(tuple_(transfers.c.created_at, transfers.c.id) < tuple_(datetime.fromisoformat(at),
-                                                                                   UUID(last)))
+        try:
+            position = (datetime.fromisoformat(at), UUID(last))
+        except ValueError as exc:
+            raise RegistryError("request.invalid", field="cursor") from exc
+        if position[0].tzinfo is None:  # every cursor this API gives carries its offset
+            raise RegistryError("request.invalid", field="cursor")
+        query = query.where(tuple_(transfers.c.created_at, transfers.c.id) < tuple_(*position))
     rows = (await conn.execute(query)).all()
     page = rows[:limit]
     following = f"{page[-1].created_at.isoformat()}|{page[-1].id}" if len(rows) > limit else None
