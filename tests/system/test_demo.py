@@ -44,7 +44,8 @@ async def run_demo(gateway_url: str, password_file: Path, secrets_dir: Path) -> 
         sys.executable, "-m", "registry_demo", "--url", gateway_url, "--installations", str(INSTALLATIONS),
         "--admin-password-file", str(password_file), "--secrets-dir", str(secrets_dir), "--timeout", "60",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "COLUMNS": "160", "NO_COLOR": "1"})
+        env={**{k: v for k, v in os.environ.items() if k != "REGISTRY_BOOTSTRAP_ADMIN_PASSWORD"},
+             "COLUMNS": "160", "NO_COLOR": "1"})
     try:
         output, _ = await asyncio.wait_for(process.communicate(), timeout=DEMO_TIMEOUT)
     except TimeoutError:

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from registry_cli.client import CliError
+from registry_cli.client import EXIT_UNREACHABLE, CliError
 
 from registry_demo.client import Actor, DemoFailure, programme_now, wait_until
 from registry_demo.population import ADMINISTRATOR, people_count, seed
@@ -35,7 +35,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--url", default=os.environ.get("REGISTRY_URL", "http://127.0.0.1:8000"),
                         help="the gateway (default: $REGISTRY_URL or http://127.0.0.1:8000)")
     parser.add_argument("--admin-password-file", type=Path, default=Path("var/secrets/bootstrap_admin_password"),
-                        help="the first administrator's password (user admin), as `make up` wrote it")
+                        help="the first administrator's password (user admin), as `make up` wrote it; "
+                        "$REGISTRY_BOOTSTRAP_ADMIN_PASSWORD wins when set")
     parser.add_argument("--installations", type=int, default=20, help="how many installations (4 to 20)")
     parser.add_argument("--secrets-dir", type=Path, default=Path("var/secrets/demo"),
                         help="where the generated passwords are written (mode 0600)")
@@ -55,7 +56,7 @@ def demo(args: argparse.Namespace, show: Show | None = None) -> int:
     started = time.monotonic()
     population = None
     try:
-        password = args.admin_password_file.read_text().strip()
+        password = os.environ.get("REGISTRY_BOOTSTRAP_ADMIN_PASSWORD") or args.admin_password_file.read_text().strip()
         bootstrap = Actor("admin", "Administrador inicial", ["administrator"], password, args.url, "")
         bootstrap.sign_in()
         clock = bootstrap.call("GET", "/api/v1/programme/clock", ok=(200, 404))
@@ -84,6 +85,8 @@ def demo(args: argparse.Namespace, show: Show | None = None) -> int:
         return 1
     except CliError as error:
         show.problem(f"the registry answered: {error.message}")
+        if error.exit_code == EXIT_UNREACHABLE:
+            show.info(f"is the registry running at {args.url}? `make up` starts it (`make status` shows it)")
         return error.exit_code
     except OSError as error:
         show.problem(str(error))
