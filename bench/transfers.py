@@ -311,6 +311,16 @@ def measured(samples: list[tuple[float, float]], start: float, end: float, looks
                     looks / len(inside))
 
 
+def client_pool() -> Any:
+    """The clients' connections to the gateway. An idle one is dropped after 4 s: the gateway (uvicorn)
+    closes keep-alive connections idle for 5 s, and httpx's default (5 s too) could send a request on a
+    connection the gateway was closing (a ReadError, seen between the measurement and the profile)."""
+    import httpx
+
+    return httpx.AsyncClient(timeout=30.0, limits=httpx.Limits(
+        max_connections=2 * CLIENTS, max_keepalive_connections=2 * CLIENTS, keepalive_expiry=4.0))
+
+
 # Set-up and checks ------------------------------------------------------------------------------------
 async def make_clients(registry: Any) -> list[Client]:
     gate = asyncio.Semaphore(PARTY_CONCURRENCY)
@@ -496,7 +506,8 @@ async def run(ctx: Context) -> None:
             async with RegistryClient.open(system.plan.gateway_url,
                                            admin_password=system.env["REGISTRY_BOOTSTRAP_ADMIN_PASSWORD"],
                                            authority_token=system.authority_token, transfers_dsn=transfers_dsn,
-                                           connections=2 * CLIENTS) as registry:
+                                           connections=2 * CLIENTS) as registry, client_pool() as http:
+                registry.http = http  # connections dropped before the gateway's keep-alive ends (see client_pool)
                 started = time.perf_counter()
                 clients = await make_clients(registry)
                 print(f"  {2 * CLIENTS} parties created and {CLIENTS} senders funded through the gateway in "
