@@ -63,6 +63,7 @@ async def test_the_pilot_end_to_end_then_a_second_run_is_refused(demo_system) ->
     secrets_dir = run_dir / "secrets" / "demo"
 
     code, output = await run_demo(plan.gateway_url, password_file, secrets_dir)
+    (run_dir / "demo-output.txt").write_text(output)  # kept with the run's logs
     assert code == 0, output[-8000:]
     for shown in ("ledger audit: clean", "journal: verified", "transfer reconciliation: clean",
                   "cleared at MXN 17.10", "ran by itself at the deadline", "expired",

@@ -127,7 +127,7 @@ def final_checks(overseer: Actor, show: Show, timeout: float) -> bool:
     show.step("Checks")
     audit = overseer.get("/api/v1/ledger/audit")
     show.table("ledger audit: supply", ["unit type", "vintage", "issued", "held", "in holds", "cancelled"],
-               [(s["unit_type"], s["vintage"], s["issued"], s["held"], s["in_holds"], s["cancelled"])
+               [(s["unit_type"], str(s["vintage"]), s["issued"], s["held"], s["in_holds"], s["cancelled"])
                 for s in audit["supply"]])
     for item in audit["discrepancies"][:20]:
         show.info(str(item))

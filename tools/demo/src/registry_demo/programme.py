@@ -29,6 +29,7 @@ ZONE = ZoneInfo("America/Mexico_City")
 PERIODS = ("2020", "2021", "2022")
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 AUCTION_QUANTITY = 6000
+PAST = {"accept": "accepted", "reject": "rejected", "cancel": "cancelled"}
 # A service that has not heard of a new account or representative yet answers one of these; sent again.
 NOT_KNOWN_YET = ("transfer.unknown_account", "transfer.not_sender", "transfer.not_receiver",
                  "transfer.sender_not_active", "transfer.receiver_not_open", "transfer.sender_not_eligible",
@@ -256,7 +257,7 @@ class Programme:
             self.transfer_ids[outcome] = transfer["id"]
             self.show.check((final["state"], final.get("reason")) == wanted,
                             f"transfer of {quantity} from {self.name(sender)} to {self.name(receiver)}: "
-                            f"{action}ed by {actor.display_name} → {final['state']}"
+                            f"{PAST[action]} by {actor.display_name} → {final['state']}"
                             + (f" ({final['reason']})" if final.get("reason") else ""),
                             f"transfer {outcome}: {final['state']} {final.get('reason')}")
         expiring = self.request_transfer(seller, broker, 75)
