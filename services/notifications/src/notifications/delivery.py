@@ -163,6 +163,17 @@ async def claim(engine: AsyncEngine, settings: Any, now: datetime) -> list[Any]:
 
 
 async def deliver_due(ctx: Any) -> int:
+    """Rounds until the due rows are fewer than a batch (a backlog drains without waiting for the next
+    poll between batches). Returns how many were attempted."""
+    attempted = 0
+    while True:
+        done = await deliver_round(ctx)
+        attempted += done
+        if done < ctx.settings.delivery_batch_size:
+            return attempted
+
+
+async def deliver_round(ctx: Any) -> int:
     """One round: claim, send concurrently, record. Returns how many were attempted."""
     settings, engine = ctx.settings, ctx.engine
     rows = await claim(engine, settings, datetime.now(UTC))
