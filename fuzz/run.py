@@ -56,7 +56,11 @@ WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 # Tables whose rows change without a request to the service: infrastructure and read models of other
 # services' events (``known_*``), and idempotency records (a refused request may keep its answer).
 NOT_STATE = {"outbox", "inbox", "consumer_retries", "dead_letters", "idempotency_keys", "alembic_version",
-             "programme_clock", "programme_clock_history", "journal_seals", "journal_checkpoints"}
+             "programme_clock", "programme_clock_history", "journal_seals", "journal_checkpoints",
+             "delivery_attempts"}
+# Tables the workers also write on their own (notifications recorded from events, their deliveries retried):
+# only what a request may change is compared.
+PART_OF_STATE = {"notifications": "SELECT id, read_at FROM notifications WHERE read_at IS NOT NULL"}
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
 # Refused requests that record something by design, and what: shown apart, not findings.
 RECORDED_REFUSALS = {
@@ -93,6 +97,7 @@ class Findings:
     operations: int = 0
     skipped: list[str] = field(default_factory=list)
     by_design: Counter[str] = field(default_factory=Counter)
+    noops: Counter[str] = field(default_factory=Counter)
 
     def fail(self, text: str) -> None:
         self.failures.append(text)
@@ -119,7 +124,8 @@ class State:
 
     async def fingerprint(self, service: str) -> dict[str, tuple[int, int]]:
         sql = " UNION ALL ".join(
-            f"SELECT '{t}' AS t, count(*) AS n, coalesce(sum(hashtext(x::text)::bigint), 0) AS h FROM \"{t}\" x"
+            f"SELECT '{t}' AS t, count(*) AS n, coalesce(sum(hashtext(x::text)::bigint), 0) AS h "
+            f"FROM ({PART_OF_STATE.get(t, f'SELECT * FROM {chr(34)}{t}{chr(34)}')}) x"
             for t in self.tables[service])
         return {r["t"]: (r["n"], r["h"]) for r in await self.pools[service].fetch(sql)}
 
@@ -152,8 +158,8 @@ class Fuzzer:
         """Until no outbox row is due at any worker (the effects of a success have been published), then a
         moment for the consumers; bounded."""
         async with httpx.AsyncClient(timeout=5) as http:
-            end = time.monotonic() + 15
-            while time.monotonic() < end:
+            end, empty = time.monotonic() + 15, 0
+            while time.monotonic() < end and empty < 2:  # twice empty, 0.4 s apart: nothing in flight
                 backlog = 0
                 for url in self.worker_urls:
                     try:
@@ -161,10 +167,8 @@ class Fuzzer:
                         backlog += int(ready["checks"].get("outbox", {}).get("backlog", 0))
                     except (httpx.HTTPError, ValueError, KeyError):
                         backlog += 1
-                if backlog == 0:
-                    break
-                await asyncio.sleep(0.1)
-        await asyncio.sleep(0.3)
+                empty = empty + 1 if backlog == 0 else 0
+                await asyncio.sleep(0.4 if backlog == 0 else 0.1)
 
     def one(self, role: str, case: Any) -> None:
         method, path = case.method.upper(), case.operation.path
@@ -205,7 +209,12 @@ class Fuzzer:
         elif 200 <= response.status_code < 300:
             self.background.run(self._quiet())
             written = self.background.run(self.state.audit_rows(service)) - audit_before
-            self.findings.audit_rows[f"{method} {path}"][written] += 1
+            after = self.background.run(self.state.fingerprint(service))
+            changed = sorted(t for t in set(before) | set(after) if t != "audit_log" and before.get(t) != after.get(t))
+            if changed or written:
+                self.findings.audit_rows[f"{method} {path}"][written] += 1
+            else:  # a repeat answered as before (an idempotent no-op): nothing changed, nothing to record
+                self.findings.noops[f"{method} {path}"] += 1
 
     def operation(self, operation: Any, examples: int, roles: tuple[str, ...] = ROLES) -> None:
         path = operation.path
@@ -293,6 +302,24 @@ async def _people(plan: Any, own: dict[str, str], codec: TokenCodec
         hints = {role: {"account_id": party.account_id, "user_id": party.user_id}
                  for role, party in (("installation", installation), ("verifier", verifier),
                                      ("intermediary", intermediary))}
+        # Resources of their own for the generated requests to reach (and some to succeed on): transfers
+        # awaiting acceptance (the sender may cancel, the receiver accept or reject) and a subscription.
+        transfers = []
+        for _ in range(3):
+            answer = await registry.transfer(installation, intermediary, 1)
+            if answer.status_code == 201:
+                transfers.append(answer.json()["id"])
+                await registry.reaches(transfers[-1], installation, {"awaiting_acceptance", "failed"}, within=60)
+        hook = await registry.call("POST", "/api/v1/webhook-subscriptions", installation.headers, {
+            "account_id": installation.account_id, "url": "https://localhost:9/hook/fuzz"})
+        if transfers:
+            hints["installation"]["transfer_id"] = transfers[0]
+            hints["intermediary"]["transfer_id"] = transfers[-1]
+        if hook.status_code == 201:
+            hints["installation"]["subscription_id"] = hook.json()["id"]
+        for role in ("authority", "authority-readonly", "administrator"):
+            hints[role] = {**hints["installation"], "transfer_id": transfers[1] if len(transfers) > 1 else ""}
+            hints[role] = {k: v for k, v in hints[role].items() if v}
     return headers, hints
 
 
@@ -361,6 +388,9 @@ def report(findings: Findings, seconds: float) -> int:
             none_written.append(route)
     for route in none_written:
         findings.fail(f"{route}: a successful write wrote no audit row")
+    if findings.noops:
+        print("Successful writes that changed nothing (repeats answered as before; no audit row needed): "
+              + ", ".join(f"{route} x{n}" for route, n in sorted(findings.noops.items())))
     if findings.by_design:
         print("Refused, and recorded by design (not findings):")
         for what, n in sorted(findings.by_design.items()):

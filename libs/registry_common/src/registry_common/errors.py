@@ -234,8 +234,22 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, "internal.error")
 
 
+async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
+    """Handled here (not as a 500 by the outermost middleware, which re-raises and so drops the keep-alive
+    connection the gateway would use next): a value the database refused is the request's fault."""
+    if _refused_by_the_database(exc):
+        log.info("a value of %s %s was refused by the database: %s", request.method, request.url.path, exc)
+        return problem_response(request, "request.invalid")
+    raise exc
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    from asyncpg.exceptions import DataError
+    from sqlalchemy.exc import DBAPIError
+
     app.add_exception_handler(RegistryError, _on_registry_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(DBAPIError, _on_database_error)
+    app.add_exception_handler(DataError, _on_database_error)
     app.add_exception_handler(Exception, _on_unexpected)
