@@ -319,10 +319,17 @@ async def report_and_attest(world: World, party: Party, n: int) -> None:
 
 
 async def move_clock(world: World, when: datetime, phase: str) -> None:
-    moved = await world.client.call("PUT", "/api/v1/programme/clock", world.authority,
-                                    {"programme_now": when.isoformat(), "reason": f"chaos: {phase}"})
-    if moved.status_code not in (200, 409):  # 409 clock.backwards: a repeat after a lost answer
-        raise ChaosError(f"clock move: {moved.status_code} {moved.text}")
+    deadline = time.monotonic() + CALL_BOUND
+    while True:
+        moved = await world.client.call("PUT", "/api/v1/programme/clock", world.authority,
+                                        {"programme_now": when.isoformat(), "reason": f"chaos: {phase}"})
+        if moved.status_code in (200, 409):  # 409 clock.backwards: a repeat after a lost answer
+            break
+        # Seen once: a 404 while the issuance API was down (another process on its freed ephemeral port?).
+        world.tally.add(f"clock: move answered {moved.status_code} (tried again)")
+        if time.monotonic() > deadline:
+            raise ChaosError(f"clock move: {moved.status_code} {moved.text}")
+        await asyncio.sleep(1.0)
     if moved.status_code == 200:
         version = int(moved.json()["version"])
         urls = [world.plan.api_url(s) for s in SERVICES] + [world.plan.worker_url(s) for s in SERVICES]
