@@ -94,7 +94,7 @@ async def test_worker_dying_after_commit_before_ack_gets_the_redelivery_and_appl
     moved = await move_clock(http, system, bearer("authority-1", "authority"), 3600)
 
     await wait_for(fired.exists, timeout=30, what="the worker to reach the fault point")
-    await wait_for(lambda: process_pid(system, "transfers-worker") not in (0, pid_before), timeout=30,
+    await wait_for(lambda: process_pid(system, "transfers-worker") not in (0, pid_before), timeout=90,
                    what="the launcher to restart the worker")
     worker = system.worker_url("transfers")
     await wait_for(lambda: metric(http, worker, "registry_messages_duplicate_total"), timeout=30,
@@ -110,7 +110,7 @@ async def test_worker_killed_with_sigkill_loses_nothing(system, http, bearer, pr
     pid = process_pid(system, "compliance-worker")
     os.kill(pid, signal.SIGKILL)
     moved = await move_clock(http, system, bearer("admin-1", "administrator"), 60)  # while it is down
-    await wait_for(lambda: process_pid(system, "compliance-worker") not in (0, pid), timeout=30,
+    await wait_for(lambda: process_pid(system, "compliance-worker") not in (0, pid), timeout=90,
                    what="the launcher to restart the worker")
     await wait_for(lambda: all_at_version(http, system, moved["version"]), timeout=30,
                    what="the restarted worker to catch up")
