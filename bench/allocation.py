@@ -15,13 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import re
-import secrets
-import socket
-import tempfile
 import time
-from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -29,23 +23,13 @@ import asyncpg
 import httpx
 
 from bench.harness import BenchError, Context, Figure, with_database
+from bench.system import running_registry
 
 ROWS = 10_000
 PER_LINE = 100
 VINTAGE = 2021
 SERVICES_LEFTOVER = r"^bench_[0-9a-f]{8}_(accounts|issuance|transfers|compliance|auctions|notifications)$"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def account_id(n: int) -> str:
@@ -154,62 +138,13 @@ async def measure(iss: str, gw: str, a: dict[str, str], b: dict[str, str]) -> fl
 
 
 async def run(ctx: Context) -> None:
-    from registry_common.auth import TokenCodec, generate_keypair
-    from registry_common.launcher import SystemPlan, start, stop, wait_ready
-    from registry_common.messaging.topology import delete_namespace
-    from registry_common.provision import provision
-    from registry_common.settings import SERVICES
-
     await ctx.ensure_connections(120, "bench.allocation")
     await drop_leftovers(ctx)
-    prefix = f"bench_{secrets.token_hex(4)}_"
-    host, port = re.search(r"@([^/:]+):(\d+)", ctx.admin_dsn).groups()  # type: ignore[union-attr]
-    with tempfile.TemporaryDirectory(prefix="bench-allocation-") as tmp:
-        workdir = Path(tmp)
-        private_key, public_key = workdir / "jwt_private.pem", workdir / "jwt_public.pem"
-        generate_keypair(private_key, public_key)
-        env = {
-            "REGISTRY_ENVIRONMENT": "test", "REGISTRY_ADMIN_DATABASE_URL": ctx.admin_dsn,
-            "REGISTRY_DATABASE_HOST": host, "REGISTRY_DATABASE_PORT": port, "REGISTRY_DATABASE_PREFIX": prefix,
-            "REGISTRY_AMQP_URL": ctx.amqp_url, "REGISTRY_NAMESPACE": prefix,
-            "REGISTRY_JWT_PUBLIC_KEY_FILE": str(public_key), "REGISTRY_JWT_PRIVATE_KEY_FILE": str(private_key),
-            "REGISTRY_CLOCK_CONTROL": "true", "REGISTRY_CLOCK_START": "2021-01-01T00:00:00-06:00",
-            "REGISTRY_LOG_JSON": "true", "REGISTRY_BOOTSTRAP_ADMIN_PASSWORD": f"bench-{secrets.token_urlsafe(12)}",
-            "REGISTRY_JOURNAL_CHECKPOINT_DIR": str(workdir / "checkpoints"),
-            "REGISTRY_JOURNAL_CHECKPOINT_KEY": secrets.token_urlsafe(32),
-        }
-        overrides = {k.removeprefix("REGISTRY_").lower(): v for k, v in env.items()}
-        await provision(list(SERVICES), **overrides)
-        plan = None
-        try:
-            await seed_accounts(ctx.admin_dsn, prefix)
-            ports = free_ports(2 + 2 * len(SERVICES))
-            plan = SystemPlan(run_dir=workdir / "system", gateway_port=ports[0],
-                              api_ports=dict(zip(SERVICES, ports[1:1 + len(SERVICES)], strict=True)),
-                              worker_ports=dict(zip(SERVICES, ports[1 + len(SERVICES):1 + 2 * len(SERVICES)],
-                                                    strict=True)), env=env)
-            plan.run_dir.mkdir(parents=True, exist_ok=True)
-            start(plan)
-            await wait_ready(plan, timeout=120)
-            codec = TokenCodec(public_key_file=public_key, private_key_file=private_key, issuer="registro-mx",
-                               audience="registro-mx")
-
-            def bearer(user: str) -> dict[str, str]:
-                token = codec.issue(user_id=user, username=user, roles=["authority"], lifetime=timedelta(hours=1))
-                return {"Authorization": f"Bearer {token}"}
-
-            seconds = await measure(plan.api_url("issuance"), plan.gateway_url, bearer("bench-authority-a"),
-                                    bearer("bench-authority-b"))
-        finally:
-            if plan is not None:
-                stop(plan)
-            admin = await ctx.admin_connection()
-            try:
-                for service in SERVICES:
-                    await admin.execute(f'DROP DATABASE IF EXISTS "{prefix}{service}" WITH (FORCE)')
-            finally:
-                await admin.close()
-            await delete_namespace(ctx.amqp_url, prefix, SERVICES)
+    async with running_registry(ctx, "allocation", clock_start="2021-01-01T00:00:00-06:00",
+                                seed=lambda prefix: seed_accounts(ctx.admin_dsn, prefix)) as registry:
+        plan = registry.plan
+        seconds = await measure(plan.api_url("issuance"), plan.gateway_url, registry.bearer("bench-authority-a"),
+                                registry.bearer("bench-authority-b"))
     ctx.record(Figure(
         "allocation.xlsx_10000_rows_s", seconds, "s", goal=10, higher_is_better=False,
         notes=f"upload a {ROWS:,}-row .xlsx, validate, submit, approve (second authority user), run at once and "

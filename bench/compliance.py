@@ -17,19 +17,16 @@ clean and the cancellation account must hold exactly what was counted.
 
 from __future__ import annotations
 
-import re
-import secrets
-import tempfile
 import time
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import asyncpg
 import httpx
 
-from bench.allocation import drop_leftovers, free_ports, wait
+from bench.allocation import drop_leftovers, wait
 from bench.harness import BenchError, Context, Figure, with_database
+from bench.system import running_registry
 
 INSTALLATIONS = 10_000
 ALLOCATED = 1_000
@@ -145,62 +142,19 @@ async def measure(ctx: Context, prefix: str, gw: str, authority: dict[str, str])
 
 
 async def run(ctx: Context) -> None:
-    from registry_common.auth import TokenCodec, generate_keypair
-    from registry_common.launcher import SystemPlan, start, stop, wait_ready
-    from registry_common.messaging.topology import delete_namespace
-    from registry_common.provision import provision
-    from registry_common.settings import SERVICES
-
     await ctx.ensure_connections(120, "bench.compliance")
     await drop_leftovers(ctx)
-    prefix = f"bench_{secrets.token_hex(4)}_"
-    host, port = re.search(r"@([^/:]+):(\d+)", ctx.admin_dsn).groups()  # type: ignore[union-attr]
-    with tempfile.TemporaryDirectory(prefix="bench-compliance-") as tmp:
-        workdir = Path(tmp)
-        private_key, public_key = workdir / "jwt_private.pem", workdir / "jwt_public.pem"
-        generate_keypair(private_key, public_key)
-        env = {
-            "REGISTRY_ENVIRONMENT": "test", "REGISTRY_ADMIN_DATABASE_URL": ctx.admin_dsn,
-            "REGISTRY_DATABASE_HOST": host, "REGISTRY_DATABASE_PORT": port, "REGISTRY_DATABASE_PREFIX": prefix,
-            "REGISTRY_AMQP_URL": ctx.amqp_url, "REGISTRY_NAMESPACE": prefix,
-            "REGISTRY_JWT_PUBLIC_KEY_FILE": str(public_key), "REGISTRY_JWT_PRIVATE_KEY_FILE": str(private_key),
-            "REGISTRY_CLOCK_CONTROL": "true", "REGISTRY_CLOCK_START": "2021-11-15T00:00:00-06:00",
-            "REGISTRY_AUTO_EVALUATE": "false", "REGISTRY_EVALUATE_INTERVAL_SECONDS": "0.1",
-            "REGISTRY_LOG_JSON": "true", "REGISTRY_BOOTSTRAP_ADMIN_PASSWORD": f"bench-{secrets.token_urlsafe(12)}",
-            "REGISTRY_JOURNAL_CHECKPOINT_DIR": str(workdir / "checkpoints"),
-            "REGISTRY_JOURNAL_CHECKPOINT_KEY": secrets.token_urlsafe(32),
-        }
-        overrides = {k.removeprefix("REGISTRY_").lower(): v for k, v in env.items()}
-        await provision(list(SERVICES), **overrides)
-        plan = None
+    env = {"REGISTRY_AUTO_EVALUATE": "false", "REGISTRY_EVALUATE_INTERVAL_SECONDS": "0.1"}
+    async with running_registry(ctx, "compliance", clock_start="2021-11-15T00:00:00-06:00", env=env,
+                                seed=lambda prefix: seed(ctx.admin_dsn, prefix)) as registry:
         try:
-            await seed(ctx.admin_dsn, prefix)
-            ports = free_ports(1 + 2 * len(SERVICES))
-            plan = SystemPlan(run_dir=workdir / "system", gateway_port=ports[0],
-                              api_ports=dict(zip(SERVICES, ports[1:1 + len(SERVICES)], strict=True)),
-                              worker_ports=dict(zip(SERVICES, ports[1 + len(SERVICES):], strict=True)), env=env)
-            plan.run_dir.mkdir(parents=True, exist_ok=True)
-            start(plan)
-            await wait_ready(plan, timeout=120)
-            codec = TokenCodec(public_key_file=public_key, private_key_file=private_key, issuer="registro-mx",
-                               audience="registro-mx")
-            token = codec.issue(user_id="bench-authority", username="bench-authority", roles=["authority"],
-                                lifetime=timedelta(hours=1))
-            seconds, evaluation = await measure(ctx, prefix, plan.gateway_url, {"Authorization": f"Bearer {token}"})
+            seconds, evaluation = await measure(ctx, registry.prefix, registry.plan.gateway_url,
+                                                registry.bearer("bench-authority"))
         finally:
-            if plan is not None:
-                stop(plan)
-                log = plan.run_dir / "log" / "compliance-worker.log"
-                for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
-                    if "evaluation" in line and "answered" not in line:
-                        print("  compliance worker:", line[:300], flush=True)
-            admin = await ctx.admin_connection()
-            try:
-                for service in SERVICES:
-                    await admin.execute(f'DROP DATABASE IF EXISTS "{prefix}{service}" WITH (FORCE)')
-            finally:
-                await admin.close()
-            await delete_namespace(ctx.amqp_url, prefix, SERVICES)
+            log = registry.plan.run_dir / "log" / "compliance-worker.log"
+            for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+                if "evaluation" in line and "answered" not in line:
+                    print("  compliance worker:", line[:300], flush=True)
     ctx.record(Figure(
         "compliance.evaluate_10000_s", seconds, "s", goal=10, higher_is_better=False,
         notes=f"from the authority's POST .../evaluations (202) until {INSTALLATIONS:,} installations are evaluated "
