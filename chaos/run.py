@@ -653,6 +653,11 @@ async def load(world: World) -> None:
 
 
 async def main(config: Config) -> int:
+    # A TERM (a time limit, a supervisor) stops the run like Ctrl-C: its system and broker node are stopped
+    # and its databases dropped on the way out.
+    current = asyncio.current_task()
+    if current is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, current.cancel)
     seed = config.seed if config.seed is not None else secrets.randbits(32)
     print(f"chaos: {config.seconds:.0f} s of load and faults, seed {seed}", flush=True)
     if (why := rabbit_node_available()) is not None:

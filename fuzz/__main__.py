@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
-from fuzz.run import ROLES, Options, fuzz
+from fuzz.run import ROLES, STOP, Options, fuzz
 
 
 def cli(argv: list[str] | None = None) -> int:
+    # A TERM (a time limit, a supervisor) ends the run at its next request: its system is stopped and dropped.
+    signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     parser = argparse.ArgumentParser(prog="python -m fuzz", description=__doc__)
     parser.add_argument("--budget", type=float, default=float(os.environ.get("FUZZ_SECONDS", "420")),
                         help="seconds of fuzzing after setup (default 420; env FUZZ_SECONDS; at most 540)")

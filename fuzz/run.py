@@ -50,6 +50,7 @@ from registry_common.testing.private_system import private_system
 from registry_common.testing.registry_client import Party, RegistryClient
 
 T = TypeVar("T")
+STOP = threading.Event()  # set on SIGTERM: the run ends at the next request and cleans up
 ROLES = ("anonymous", "authority", "authority-readonly", "administrator", "installation", "verifier",
          "intermediary")
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
@@ -219,7 +220,7 @@ class Fuzzer:
     def operation(self, operation: Any, examples: int, roles: tuple[str, ...] = ROLES) -> None:
         path = operation.path
         for role in roles:
-            if time.monotonic() > self.deadline:
+            if time.monotonic() > self.deadline or STOP.is_set():
                 return
             hints = {k: v for k, v in self.hints.get(role, {}).items()
                      if any(p.name == k for p in operation.path_parameters)}
@@ -246,7 +247,7 @@ class Fuzzer:
                         self.findings.skipped.append(f"{operation.method.upper()} {path} ({type(exc).__name__})")
                     continue
                 for case in cases[:examples]:
-                    if time.monotonic() > self.deadline:
+                    if time.monotonic() > self.deadline or STOP.is_set():
                         return
                     self.one(role, case)
 
@@ -352,7 +353,7 @@ def fuzz(options: Options) -> int:
             fuzzer = Fuzzer(plan.gateway_url, [plan.worker_url(s) for s in SERVICES], schema, headers, hints, state,
                             background, findings, deadline=time.monotonic() + options.budget)
             for n, operation in enumerate(operations, 1):
-                if time.monotonic() > fuzzer.deadline:
+                if time.monotonic() > fuzzer.deadline or STOP.is_set():
                     findings.skipped.append(f"{len(operations) - n + 1} operations: the time budget ran out")
                     break
                 fuzzer.operation(operation, options.examples, options.roles)
@@ -368,6 +369,8 @@ def fuzz(options: Options) -> int:
                 background.run(state.close())
             background.run(system.__aexit__(None, None, None))
             background.close()
+    if STOP.is_set():
+        findings.fail("stopped by a signal before the end")
     return report(findings, time.monotonic() - started)
 
 
