@@ -19,7 +19,6 @@ import asyncio
 import os
 import random
 import secrets
-import socket
 import statistics
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import asyncpg
 import httpx
 
 from bench.harness import BenchError, Context, Figure, with_database
+from registry_common.ports import free_port
 
 ACCOUNTS = 10_000
 BLOCKS_PER_ACCOUNT = 100  # 1,000,000 blocks in all
@@ -165,12 +165,6 @@ async def load_ledger(dsn: str) -> list[int]:
 
 
 # The API process -----------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @asynccontextmanager
 async def accounts_api(db: Provisioned, public_key: Path, private_key: Path, workdir: Path
                        ) -> AsyncIterator[httpx.AsyncClient]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -15,17 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import Context
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+from registry_common.ports import free_ports
 
 
 @dataclass

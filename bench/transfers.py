@@ -30,7 +30,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.harness import RESULTS_FILE, BenchError, Context, Figure
+from registry_common.ports import free_port
 
 CLIENTS = 64
 WINDOW_FACTOR = 3  # the measurement window is 3 x BENCH_SECONDS (30 s by default)
@@ -72,12 +72,6 @@ PROFILE_ROOT = RESULTS_FILE.parent
 
 
 # The system ----------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class System:
     plan: Any  # registry_common.launcher.SystemPlan

@@ -6,7 +6,6 @@ from __future__ import annotations
 import email
 import email.policy
 import secrets
-import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,18 +16,8 @@ import trustme
 from aiosmtpd.controller import Controller
 
 from registry_common.launcher import SystemPlan, start, stop, wait_ready
+from registry_common.ports import free_ports
 from registry_common.settings import SERVICES
-
-
-def free_ports(how_many: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(how_many)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def log_tails(plan: SystemPlan, lines: int = 15) -> str:

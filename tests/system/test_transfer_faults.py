@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,6 +30,7 @@ import httpx
 import pytest
 
 from registry_common.launcher import SystemPlan, process_pid, start, stop, wait_ready
+from registry_common.ports import free_ports
 from registry_common.settings import SERVICES
 from registry_common.testing.fixtures import check_connection_limit, drop_databases, wait_for
 from registry_common.testing.rabbit_node import RabbitNode, rabbit_node
@@ -49,17 +49,6 @@ PAST_REQUESTED = {"awaiting_acceptance", "reversing", *FINAL_STATES}  # a slow c
 
 
 # The system of this module --------------------------------------------------------------------------
-def free_ports(how_many: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(how_many)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def log_tails(plan: SystemPlan, lines: int = 20) -> str:
     return "\n".join(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
                      for log in sorted(plan.log_dir.glob("*.log")))

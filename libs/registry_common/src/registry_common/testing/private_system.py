@@ -5,25 +5,14 @@ own (the session's shared system has one clock that only moves forward)."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from registry_common.launcher import SystemPlan, start, stop, wait_ready
+from registry_common.ports import free_ports
 from registry_common.settings import SERVICES
 from registry_common.testing.fixtures import check_connection_limit, drop_databases
-
-
-def free_ports(how_many: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(how_many)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def log_tails(plan: SystemPlan, lines: int = 20) -> str:

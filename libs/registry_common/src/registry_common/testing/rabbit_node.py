@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from registry_common.ports import free_port
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 SERVER = RABBITMQ_BIN / "rabbitmq-server"
@@ -42,12 +43,6 @@ def available() -> str | None:
     if os.geteuid() != 0:
         return "a test-owned RabbitMQ node is started as root (the server's scripts need it)"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
