@@ -12,11 +12,12 @@ from compliance.tables import calendar, directory
 from registry_common.messaging.consumer import HandlerContext
 from registry_contracts import Message
 from registry_contracts.accounts import MovementRefused, UnitsMoved, UnitsMovedBatch
-from registry_contracts.issuance import AllocationDelivered
 
 
 async def on_units_moved(conn: AsyncConnection, message: UnitsMoved, ctx: HandlerContext) -> None:
     await service.on_units_moved(conn, message, ctx)
+    if message.movement_kind == "allocation":
+        await programme.record_allocations(conn, [(message.movement_id, message.to_account_id, message.blocks)])
     if message.movement_kind == "surrender":
         await programme.refresh_status(conn, message.from_account_id, now=ctx.clock.now(),
                                        rules=service.rules_of(ctx.settings), ctx=ctx)
@@ -24,6 +25,8 @@ async def on_units_moved(conn: AsyncConnection, message: UnitsMoved, ctx: Handle
 
 async def on_units_moved_batch(conn: AsyncConnection, message: UnitsMovedBatch, ctx: HandlerContext) -> None:
     await service.on_units_moved_batch(conn, message, ctx)
+    await programme.record_allocations(conn, [(r.movement_id, r.to_account_id, r.blocks) for r in message.results
+                                              if r.moved and r.movement_kind == "allocation"])
     await programme.apply_cancellation_batch(conn, message, ctx)
 
 
@@ -33,5 +36,4 @@ SUBSCRIPTIONS: dict[type[Message], Any] = {
     UnitsMoved: on_units_moved,
     UnitsMovedBatch: on_units_moved_batch,
     MovementRefused: service.on_movement_refused,
-    AllocationDelivered: programme.on_allocation_delivered,
 }

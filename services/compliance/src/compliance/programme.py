@@ -52,7 +52,6 @@ from registry_contracts.compliance import (
     ProgrammeEndPreviewed,
     ProgrammeUnitsCancelled,
 )
-from registry_contracts.issuance import AllocationDelivered
 
 CANCELLATION_ACCOUNT = "SYS-CANCEL"
 NAMESPACE = UUID("0d6f3c1e-7f0a-4d1e-9a43-2f1b8c5d7e90")
@@ -392,10 +391,12 @@ async def projection(conn: AsyncConnection, installation: str, *, holdings: dict
 
 
 # Public summary ---------------------------------------------------------------------------------------------
-async def on_allocation_delivered(conn: AsyncConnection, message: AllocationDelivered, ctx: HandlerContext) -> None:
-    await conn.execute(pg_insert(allocations).values(
-        movement_id=message.movement_id, installation_account_id=message.installation_account_id,
-        vintage=message.vintage, quantity=message.quantity).on_conflict_do_nothing())
+async def record_allocations(conn: AsyncConnection, moves: list[tuple[UUID, str, list[MovedBlock]]]) -> None:
+    """Allocation movements (id, receiving account, blocks), per vintage; a repeat changes nothing."""
+    rows = [{"movement_id": movement_id, "installation_account_id": to_account, "vintage": block.vintage,
+             "quantity": block.quantity} for movement_id, to_account, blocks in moves for block in blocks]
+    if rows:
+        await conn.execute(pg_insert(allocations).on_conflict_do_nothing(), rows)
 
 
 async def publish_summary(conn: AsyncConnection, period_code: str, *, who: Principal) -> Any:

@@ -225,13 +225,14 @@ installation_status = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-# What issuance allocated to each installation per period (from allocation_delivered), for the public summary.
+# What was allocated to each installation per vintage (the ledger's allocation movements, seen in the
+# units_moved and units_moved_batch answers compliance reads anyway), for the public summary.
 allocations = Table(
     "allocations",
     metadata,
     Column("movement_id", Uuid, primary_key=True),
     Column("installation_account_id", String(40), nullable=False),
-    Column("vintage", Integer, nullable=False),
+    Column("vintage", Integer, primary_key=True),
     Column("quantity", BigInteger, nullable=False),
     Index("ix_allocations_installation", "installation_account_id", "vintage"),
 )

@@ -23,7 +23,7 @@ def upgrade() -> None:
         sa.Column("installation_account_id", sa.String(length=40), nullable=False),
         sa.Column("vintage", sa.Integer(), nullable=False),
         sa.Column("quantity", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("movement_id"),
+        sa.PrimaryKeyConstraint("movement_id", "vintage"),
     )
     op.create_index("ix_allocations_installation", "allocations", ["installation_account_id", "vintage"], unique=False)
     op.create_table(
