@@ -8,7 +8,6 @@ code and changing nothing, every bidder told by e-mail, inbox and signed webhook
 from __future__ import annotations
 
 import secrets
-import string
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +22,7 @@ from registry_common.launcher import SystemPlan
 from registry_common.settings import SERVICES
 from registry_common.testing.fixtures import wait_for
 from registry_common.testing.private_system import private_system
+from registry_common.testing.registry_client import rfc
 from registry_common.testing.webhook_receiver import Receiver, https_receiver
 
 pytestmark = [pytest.mark.system, pytest.mark.integration]
@@ -44,12 +44,6 @@ class Party:
     email: str
     language: str
     headers: dict[str, str]
-
-
-def rfc() -> str:
-    letters = "".join(secrets.choice(string.ascii_uppercase) for _ in range(3))
-    homoclave = secrets.choice(string.ascii_uppercase) + secrets.choice(string.digits)
-    return f"{letters}200101{homoclave}{secrets.choice('0123456789A')}"
 
 
 class Registry:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
-import string
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +22,7 @@ import pytest
 from registry_common.launcher import process_pid
 from registry_common.messaging.outbox import Publisher
 from registry_common.testing.fixtures import wait_for
+from registry_common.testing.registry_client import rfc
 from registry_common.testing.webhook_receiver import Receiver, https_receiver
 
 pytestmark = [pytest.mark.system, pytest.mark.integration]
@@ -44,12 +43,6 @@ class Party:
     email: str
     language: str
     headers: dict[str, str]
-
-
-def rfc() -> str:
-    letters = "".join(secrets.choice(string.ascii_uppercase) for _ in range(3))
-    homoclave = secrets.choice(string.ascii_uppercase) + secrets.choice(string.digits)
-    return f"{letters}200101{homoclave}{secrets.choice('0123456789A')}"
 
 
 class Registry:

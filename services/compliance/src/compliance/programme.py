@@ -29,6 +29,7 @@ from compliance.tables import (
     calendar,
     cancellation_batches,
     cancellation_previews,
+    carried_obligations,
     delivery_holdings,
     directory,
     emission_reports,
@@ -293,6 +294,13 @@ async def _delivered(conn: AsyncConnection, installation: str) -> list[Lot]:
         delivery_holdings.c.account_id == delivery, delivery_holdings.c.quantity > 0))).all()]
 
 
+async def _carried(conn: AsyncConnection, installation: str, period: str) -> int:
+    """An obligation carried into ``period`` (the penalty rule), or 0."""
+    return int((await conn.execute(select(carried_obligations.c.quantity).where(
+        carried_obligations.c.installation_account_id == installation,
+        carried_obligations.c.to_period == period))).scalar() or 0)
+
+
 async def live_status(conn: AsyncConnection, installation: str, *, now: datetime, rules: Rules) -> dict[str, Any]:
     """For the open period: no verified emissions yet / must surrender N more / covered."""
     period = await _open_period(conn, now)
@@ -300,11 +308,7 @@ async def live_status(conn: AsyncConnection, installation: str, *, now: datetime
         return {"installation_account_id": installation, "period": None, "status": "no_open_period",
                 "to_surrender": 0, "emissions": None, "delivered_eligible": 0}
     emissions = await _attested(conn, installation, period.period)
-    from compliance.tables import carried_obligations
-
-    carried = (await conn.execute(select(carried_obligations.c.quantity).where(
-        carried_obligations.c.installation_account_id == installation,
-        carried_obligations.c.to_period == period.period))).scalar() or 0
+    carried = await _carried(conn, installation, period.period)
     outcome = evaluate(period_vintage=period.vintage, emissions=emissions, carried_in=carried,
                        delivered=await _delivered(conn, installation), rules=rules)
     if emissions is None:
@@ -353,11 +357,7 @@ async def projection(conn: AsyncConnection, installation: str, *, holdings: dict
     if period is None:
         raise RegistryError("compliance.no_open_period", field="period")
     emissions = await _attested(conn, installation, period.period)
-    from compliance.tables import carried_obligations
-
-    carried = (await conn.execute(select(carried_obligations.c.quantity).where(
-        carried_obligations.c.installation_account_id == installation,
-        carried_obligations.c.to_period == period.period))).scalar() or 0
+    carried = await _carried(conn, installation, period.period)
     delivered = await _delivered(conn, installation)
     central = [Lot(line["unit_type"], line["vintage"], line["quantity"])
                for line in (holdings or {}).get("by_type_and_vintage", [])]

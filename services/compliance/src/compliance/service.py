@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from compliance.domain.evaluation import Lot, Outcome, Rules, adjusted, evaluate
+from compliance.domain.evaluation import Lot, Outcome, Reason, Rules, Status, adjusted, evaluate
 from compliance.domain.windows import (
     ComplianceRefusal,
     check_emissions,
@@ -262,8 +262,6 @@ def _summary(result: Any) -> dict[str, Any]:
 
 
 def outcome_of(result: Any) -> Outcome:
-    from compliance.domain.evaluation import Reason, Status
-
     return Outcome(
         obligation=result.obligation, emissions=result.emissions, carried_in=result.carried_in,
         counted=tuple(Lot(c["unit_type"], c["vintage"], c["quantity"]) for c in result.counted),
