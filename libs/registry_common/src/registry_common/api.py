@@ -10,12 +10,12 @@ from typing import Any
 from uuid import uuid4
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from registry_common.auth import Principal, codec_from_settings, current_principal
+from registry_common.auth import codec_from_settings
 from registry_common.clock import ProgrammeClock
 from registry_common.context import correlation_id_var, request_id_var
 from registry_common.db import make_engine
@@ -24,7 +24,7 @@ from registry_common.faults import configure_faults
 from registry_common.logging import configure_logging
 from registry_common.messaging.outbox import Outbox, outbox_backlog
 from registry_common.provision import migration_checker
-from registry_common.routes import get_clock, health_router, shared_router
+from registry_common.routes import health_router, shared_router
 from registry_common.service import ServiceDefinition
 from registry_common.settings import RegistrySettings
 
@@ -81,21 +81,6 @@ def install_request_context(app: FastAPI) -> None:
     app.add_middleware(RequestContextMiddleware)
 
 
-async def _principal_inline(request: Request) -> Principal:
-    return current_principal(request)
-
-
-async def _clock_inline(request: Request) -> ProgrammeClock:
-    return get_clock(request)
-
-
-def install_inline_dependencies(app: FastAPI) -> None:
-    """``current_principal`` and ``get_clock`` (plain functions, no I/O) run on the event loop: FastAPI runs
-    a plain-function dependency in its thread pool, a hop per request that cost more CPU than the
-    dependency itself. Same functions, same results and errors."""
-    app.dependency_overrides.setdefault(current_principal, _principal_inline)
-    app.dependency_overrides.setdefault(get_clock, _clock_inline)
-
 
 async def database_readiness(app: FastAPI) -> tuple[bool, dict[str, Any]]:
     checks: dict[str, Any] = {}
@@ -148,7 +133,6 @@ def create_app(definition: ServiceDefinition, settings: RegistrySettings | None 
     app.state.collect_metrics = collect_metrics
     install_error_handlers(app)
     install_request_context(app)
-    install_inline_dependencies(app)
     app.include_router(health_router(database_readiness))
     app.include_router(shared_router(definition.name))
     for router in definition.routers:

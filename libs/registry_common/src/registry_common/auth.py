@@ -6,7 +6,7 @@ only the public key. A token carries the user id (``sub``), user name, roles and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -141,7 +141,9 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-def current_principal(request: Request) -> Principal:
+async def current_principal(request: Request) -> Principal:
+    """The caller, from the bearer token (async although it does no I/O: FastAPI runs a plain-function
+    dependency in its thread pool, a hop per request that costs more than the check)."""
     principal: Principal = request.app.state.token_codec.verify(bearer_token(request))
     request.state.principal = principal
     actor_var.set(principal.user_id)
@@ -151,11 +153,11 @@ def current_principal(request: Request) -> Principal:
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-def require_roles(*roles: str) -> Callable[[Principal], Principal]:
+def require_roles(*roles: str) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency admitting only principals holding one of ``roles``."""
     allowed = frozenset(roles)
 
-    def check(principal: CurrentPrincipal) -> Principal:
+    async def check(principal: CurrentPrincipal) -> Principal:
         if not principal.has_any(allowed):
             raise RegistryError("auth.forbidden", required=", ".join(sorted(allowed)))
         return principal

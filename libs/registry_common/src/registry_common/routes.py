@@ -32,7 +32,7 @@ async def write_connection(request: Request) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
-def get_clock(request: Request) -> ProgrammeClock:
+async def get_clock(request: Request) -> ProgrammeClock:
     clock: ProgrammeClock = request.app.state.clock
     return clock
 

@@ -38,7 +38,7 @@ def authorize(principal: Principal, roles: tuple[str, ...] | None) -> None:
         raise RegistryError("auth.forbidden", required=", ".join(sorted(roles)))
 
 
-def require_principal(request: Request) -> Principal:
+async def require_principal(request: Request) -> Principal:
     """FastAPI dependency for the gateway's own authenticated routes."""
     return authenticate(request)
 

@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/v1/programme", tags=["programme"])
 ClockKeeper = Annotated[Principal, Depends(require_roles(Role.AUTHORITY, Role.ADMINISTRATOR))]
 
 
-def require_clock_control(request: Request) -> None:
+async def require_clock_control(request: Request) -> None:
     if not request.app.state.settings.clock_control:
         raise RegistryError("clock.control_disabled")
 
