@@ -13,7 +13,8 @@ from registry_contracts.base import Event
 
 class ComplianceEvaluated(Event):
     """One installation's result for a period. ``adjustment``: a correction after the evaluation changed
-    it (nothing more moves; cancelled units never come back)."""
+    it (nothing more moves; cancelled units never come back). ``intermediate_year``: the result of that
+    intermediate year of a multi-year period (its share of the year's emissions), not of the period."""
 
     TYPE = "compliance.compliance_evaluated"
     VERSION = 1
@@ -28,6 +29,7 @@ class ComplianceEvaluated(Event):
     shortfall: int
     carried_to_next_period: int = 0
     adjustment: bool = False
+    intermediate_year: int | None = None
 
 
 class SurrenderedUnitsCancelled(Event):
@@ -42,6 +44,7 @@ class SurrenderedUnitsCancelled(Event):
     cancelled_quantity: int
     cancelled_blocks: list[MovedBlock]
     returned_quantity: int = 0
+    intermediate_year: int | None = None  # counted at that intermediate year's evaluation
 
 
 class _CancellationFacts(Event):

@@ -30,6 +30,9 @@ Verifier = Annotated[Principal, Depends(require_roles(Role.VERIFIER))]
 ReportReader = Annotated[Principal, Depends(require_roles(*OVERSIGHT_ROLES, Role.INSTALLATION, Role.VERIFIER))]
 InstallationReader = Annotated[Principal, Depends(require_roles(*OVERSIGHT_ROLES, Role.INSTALLATION))]
 Count = Annotated[int, Field(strict=True, description="whole tCO2e")]
+Year = Annotated[int, Field(ge=1900, le=2200, description="a calendar year of the period")]
+YearQuery = Annotated[int | None, Query(ge=1900, le=2200, description="an intermediate year of a multi-year "
+                                                                      "period; none: the period's evaluation")]
 
 
 def _json(value: dict[str, Any]) -> dict[str, Any]:
@@ -46,6 +49,8 @@ class ReportIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     installation_account_id: str = Field(min_length=1, max_length=40)
     period: str = Field(min_length=1, max_length=20)
+    year: Year | None = Field(default=None, description="the year reported (a multi-year period's); default: the "
+                                                        "year whose reporting window is open")
     emissions: Count
     rene_reference: str = Field(min_length=1, max_length=120, description="its report in the national register")
     verifier_account_id: str = Field(min_length=1, max_length=40, description="the accredited verifier named")
@@ -55,6 +60,7 @@ class CorrectionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     installation_account_id: str = Field(min_length=1, max_length=40)
     period: str = Field(min_length=1, max_length=20)
+    year: Year | None = Field(default=None, description="the year corrected; default: the period's last")
     emissions: Count
     rene_reference: str = Field(min_length=1, max_length=120)
     reason: str = Field(min_length=3, max_length=2000)
@@ -88,7 +94,8 @@ async def correct_report(body: CorrectionIn, request: Request, conn: WriteConn, 
 
 @reports_router.get("")
 async def list_reports(
-    conn: ReadConn, who: ReportReader, period: str | None = None, installation_account_id: str | None = None,
+    conn: ReadConn, who: ReportReader, period: str | None = None, year: int | None = None,
+    installation_account_id: str | None = None,
     state: Literal["submitted", "attested", "returned"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
@@ -105,6 +112,8 @@ async def list_reports(
         query = query.where(or_(*visible))
     if period is not None:
         query = query.where(t.c.period == period)
+    if year is not None:
+        query = query.where(t.c.year == year)
     if installation_account_id is not None:
         query = query.where(t.c.installation_account_id == installation_account_id)
     if state is not None:
@@ -202,20 +211,28 @@ async def get_surrender(surrender_id: UUID, conn: ReadConn, who: InstallationRea
 Format = Literal["json", "csv", "pdf"]
 
 
+def _of_year(path: str, year: int | None) -> str:
+    return path if year is None else f"{path}?year={year}"
+
+
 @compliance_router.post("/periods/{period}/evaluations", status_code=202)
-async def run_evaluation(period: str, conn: WriteConn, who: Authority, clock: ClockDep) -> JSONResponse:
+async def run_evaluation(period: str, request: Request, conn: WriteConn, who: Authority, clock: ClockDep,
+                         year: YearQuery = None) -> JSONResponse:
     """Evaluate every installation for a period whose surrender deadline has passed (the programme clock
-    also does it by itself at the deadline unless ``REGISTRY_AUTO_EVALUATE=false``). Re-running answers the
-    existing evaluation (200) and moves nothing more."""
+    also does it by itself at the deadline unless ``REGISTRY_AUTO_EVALUATE=false``). With ``?year=``, an
+    intermediate year of a multi-year period, once its deadline (1 November after it) has passed, when
+    ``REGISTRY_INTERMEDIATE_SHARE`` > 0. Re-running answers the existing evaluation (200) and moves
+    nothing more."""
     row, created = await service.request_evaluation(conn, period, actor=who.user_id, now=clock.now(),
-                                                    trigger="command")
+                                                    trigger="command", year=year,
+                                                    rules=service.rules_of(request.app.state.settings))
     return JSONResponse(_row(row), status_code=202 if created else 200,
-                        headers={"Location": f"/api/v1/compliance/periods/{period}/evaluations"})
+                        headers={"Location": _of_year(f"/api/v1/compliance/periods/{period}/evaluations", year)})
 
 
 @compliance_router.get("/periods/{period}/evaluations")
-async def get_evaluation(period: str, conn: ReadConn, _who: Overseer) -> dict[str, Any]:
-    row = await service.evaluation_of(conn, period)
+async def get_evaluation(period: str, conn: ReadConn, _who: Overseer, year: YearQuery = None) -> dict[str, Any]:
+    row = await service.evaluation_of(conn, period, year)
     if row is None:
         raise RegistryError("compliance.evaluation_not_found", period=period)
     return _row(row)
@@ -223,10 +240,11 @@ async def get_evaluation(period: str, conn: ReadConn, _who: Overseer) -> dict[st
 
 @compliance_router.get("/periods/{period}/report", response_model=None)
 async def system_report(period: str, request: Request, conn: ReadConn, _who: Overseer,
-                        format: Format = "json") -> Response | dict[str, Any]:
-    """The compliance report of the whole system for a period: every installation's status, obligation,
-    units counted and shortfall, what was cancelled and what went back."""
-    evaluation = await service.evaluation_of(conn, period)
+                        format: Format = "json", year: YearQuery = None) -> Response | dict[str, Any]:
+    """The compliance report of the whole system for a period (or, with ``?year=``, an intermediate year):
+    every installation's status, obligation, units counted and shortfall, what was cancelled and what went
+    back."""
+    evaluation = await service.evaluation_of(conn, period, year)
     if evaluation is None:
         raise RegistryError("compliance.evaluation_not_found", period=period)
     rows = (await conn.execute(select(installation_results).where(
@@ -234,16 +252,18 @@ async def system_report(period: str, request: Request, conn: ReadConn, _who: Ove
         .order_by(installation_results.c.installation_account_id))).all()
     adjusted = await _adjustments(conn, evaluation.id, None)
     report = reports.system_report(evaluation, rows, adjusted)
-    return _render(report, format, request, f"compliance-{period}")
+    return _render(report, format, request, f"compliance-{period}" + (f"-{year}" if year else ""))
 
 
 @compliance_router.get("/periods/{period}/installations/{account_id}", response_model=None)
 async def installation_report(period: str, account_id: str, request: Request, conn: ReadConn,
-                              who: InstallationReader, format: Format = "json") -> Response | dict[str, Any]:
-    """One installation's compliance report: the authority and the installation's representatives."""
+                              who: InstallationReader, format: Format = "json",
+                              year: YearQuery = None) -> Response | dict[str, Any]:
+    """One installation's compliance report (``?year=``: an intermediate year's): the authority and the
+    installation's representatives."""
     if not (who.has_any(OVERSIGHT_ROLES) or await directory.rights_on(conn, account_id, who.user_id)):
         raise RegistryError("compliance.result_not_found", period=period, account_id=account_id)
-    evaluation = await service.evaluation_of(conn, period)
+    evaluation = await service.evaluation_of(conn, period, year)
     row = None if evaluation is None else (await conn.execute(select(installation_results).where(
         installation_results.c.evaluation_id == evaluation.id,
         installation_results.c.installation_account_id == account_id))).first()
@@ -251,7 +271,7 @@ async def installation_report(period: str, account_id: str, request: Request, co
         raise RegistryError("compliance.result_not_found", period=period, account_id=account_id)
     adjusted = await _adjustments(conn, evaluation.id, account_id)
     report = reports.installation_report(evaluation, row, adjusted.get(account_id, []))
-    return _render(report, format, request, f"compliance-{period}-{account_id}")
+    return _render(report, format, request, f"compliance-{period}" + (f"-{year}" if year else "") + f"-{account_id}")
 
 
 async def _adjustments(conn: Any, evaluation_id: UUID, account_id: str | None) -> dict[str, list[dict[str, Any]]]:

@@ -23,7 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from compliance.domain.banking import HeldBlock, banking_excess, per_account, programme_units
 from compliance.domain.evaluation import ALLOWANCE, Lot, Rules, evaluate
 from compliance.domain.windows import ComplianceRefusal, surrender_period
-from compliance.service import OUTBOX, evaluation_of, period_or_404
+from compliance.service import (
+    OUTBOX,
+    attested_by_year,
+    credited_at_intermediate,
+    evaluation_of,
+    final_position,
+    period_or_404,
+)
 from compliance.tables import (
     allocations,
     calendar,
@@ -32,7 +39,6 @@ from compliance.tables import (
     carried_obligations,
     delivery_holdings,
     directory,
-    emission_reports,
     evaluations,
     installation_results,
     installation_status,
@@ -280,10 +286,12 @@ async def _open_period(conn: AsyncConnection, now: datetime) -> Any | None:
         return None
 
 
-async def _attested(conn: AsyncConnection, installation: str, period: str) -> int | None:
-    return (await conn.execute(select(emission_reports.c.emissions).where(
-        emission_reports.c.installation_account_id == installation, emission_reports.c.period == period,
-        emission_reports.c.state == "attested").order_by(emission_reports.c.version.desc()).limit(1))).scalar()
+async def _position(conn: AsyncConnection, installation: str, period: Any, rules: Rules) -> dict[str, Any]:
+    """What the period's final evaluation would count against (``evaluate``'s arguments): attested emissions
+    of all its years, net of what its intermediate evaluations already counted."""
+    attested = (await attested_by_year(conn, period.period, installation)).get(installation, {})
+    credited = (await credited_at_intermediate(conn, period.period, installation)).get(installation, 0)
+    return final_position(period, attested, credited, rules)
 
 
 async def _delivered(conn: AsyncConnection, installation: str) -> list[Lot]:
@@ -307,10 +315,10 @@ async def live_status(conn: AsyncConnection, installation: str, *, now: datetime
     if period is None:
         return {"installation_account_id": installation, "period": None, "status": "no_open_period",
                 "to_surrender": 0, "emissions": None, "delivered_eligible": 0}
-    emissions = await _attested(conn, installation, period.period)
+    position = await _position(conn, installation, period, rules)
+    emissions = position["emissions"]
     carried = await _carried(conn, installation, period.period)
-    outcome = evaluate(period_vintage=period.vintage, emissions=emissions, carried_in=carried,
-                       delivered=await _delivered(conn, installation), rules=rules)
+    outcome = evaluate(carried_in=carried, delivered=await _delivered(conn, installation), rules=rules, **position)
     if emissions is None:
         status = "no_verified_emissions"
     elif outcome.shortfall > 0:
@@ -356,16 +364,16 @@ async def projection(conn: AsyncConnection, installation: str, *, holdings: dict
     period = await period_or_404(conn, period_code) if period_code else await _open_period(conn, now)
     if period is None:
         raise RegistryError("compliance.no_open_period", field="period")
-    emissions = await _attested(conn, installation, period.period)
+    position = await _position(conn, installation, period, rules)
+    emissions, vintage = position["emissions"], position["period_vintage"]
     carried = await _carried(conn, installation, period.period)
     delivered = await _delivered(conn, installation)
     central = [Lot(line["unit_type"], line["vintage"], line["quantity"])
                for line in (holdings or {}).get("by_type_and_vintage", [])]
     incoming = [Lot(line["unit_type"], line["vintage"] if line["vintage"] is not None else period.vintage,
                     line["quantity"]) for line in (holdings or {}).get("held_incoming_by_type_and_vintage", [])]
-    as_is = evaluate(period_vintage=period.vintage, emissions=emissions, carried_in=carried, delivered=delivered,
-                     rules=rules)
-    everything = evaluate(period_vintage=period.vintage, emissions=emissions, carried_in=carried,
+    as_is = evaluate(carried_in=carried, delivered=delivered, rules=rules, **position)
+    everything = evaluate(**position, carried_in=carried,
                           delivered=[*delivered, *central, *incoming], rules=rules)
     return {
         "installation_account_id": installation, "period": period.period,
@@ -385,7 +393,7 @@ async def projection(conn: AsyncConnection, installation: str, *, holdings: dict
             "future_vintage_not_counted": everything.future_vintage,
             "allowances_needed": max(0, everything.obligation - sum(
                 lot.quantity for lot in (*delivered, *central, *incoming) if lot.unit_type == ALLOWANCE
-                and lot.vintage <= period.vintage))},
+                and lot.vintage <= vintage))},
         "no_verified_emissions": emissions is None,
     }
 

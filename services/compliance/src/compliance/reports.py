@@ -10,13 +10,14 @@ from typing import Any
 
 from fpdf import FPDF
 
-COLUMNS = ("installation_account_id", "name", "status", "reason", "emissions", "carried_in", "obligation",
+COLUMNS = ("installation_account_id", "name", "status", "reason", "emissions", "carried_in", "credited", "obligation",
            "counted_allowances", "counted_offsets", "shortfall", "carried_out", "delivered", "offsets_over_limit",
            "future_vintage", "over_delivered", "cancelled", "returned", "adjusted")
 
 LABELS = {
     "es": {"installation_account_id": "Instalación (cuenta central)", "name": "Nombre", "status": "Estado",
            "reason": "Motivo", "emissions": "Emisiones verificadas (tCO2e)", "carried_in": "Obligación arrastrada",
+           "credited": "Ya contadas en años intermedios", "intermediate_year": "año intermedio",
            "obligation": "Obligación", "counted_allowances": "Derechos contados", "counted_offsets":
            "Créditos contados", "shortfall": "Faltante", "carried_out": "Arrastre al siguiente periodo",
            "delivered": "Entregadas", "offsets_over_limit": "Créditos sobre el límite", "future_vintage":
@@ -29,6 +30,7 @@ LABELS = {
            "no_attested_report": "sin reporte verificado"},
     "en": {"installation_account_id": "Installation (central account)", "name": "Name", "status": "Status",
            "reason": "Reason", "emissions": "Verified emissions (tCO2e)", "carried_in": "Carried obligation",
+           "credited": "Already counted in intermediate years", "intermediate_year": "intermediate year",
            "obligation": "Obligation", "counted_allowances": "Allowances counted", "counted_offsets":
            "Offsets counted", "shortfall": "Shortfall", "carried_out": "Carried to next period",
            "delivered": "Delivered", "offsets_over_limit": "Offsets over the limit", "future_vintage":
@@ -64,7 +66,8 @@ def installation_line(row: Any, adjusted: list[dict[str, Any]]) -> dict[str, Any
         "installation_account_id": row.installation_account_id, "name": row.name,
         "delivery_account_id": row.delivery_account_id, "status": row.status, "reason": row.reason,
         "report_id": str(row.report_id) if row.report_id else None, "emissions": row.emissions,
-        "carried_in": row.carried_in, "obligation": row.obligation, "counted_allowances": row.counted_allowances,
+        "carried_in": row.carried_in, "credited": row.credited, "obligation": row.obligation,
+        "counted_allowances": row.counted_allowances,
         "counted_offsets": row.counted_offsets, "counted": row.counted, "shortfall": row.shortfall,
         "carried_out": row.carried_out, "delivered": row.delivered, "offsets_over_limit": row.offsets_over_limit,
         "future_vintage": row.future_vintage, "over_delivered": row.over_delivered, "returned": row.returned,
@@ -74,7 +77,8 @@ def installation_line(row: Any, adjusted: list[dict[str, Any]]) -> dict[str, Any
 
 
 def _header(evaluation: Any) -> dict[str, Any]:
-    return {"period": evaluation.period, "evaluation_id": str(evaluation.id), "state": evaluation.state,
+    return {"period": evaluation.period, "intermediate_year": evaluation.intermediate_year,
+            "deadline_at": _iso(evaluation.deadline_at), "evaluation_id": str(evaluation.id), "state": evaluation.state,
             "trigger": evaluation.trigger, "requested_at": _iso(evaluation.requested_at),
             "evaluated_at": _iso(evaluation.evaluated_at), "completed_at": _iso(evaluation.completed_at),
             "rules": evaluation.rules}
@@ -128,10 +132,11 @@ def _latin(text: str) -> str:
 def as_pdf(report: dict[str, Any], language: str) -> bytes:
     labels = LABELS[language]
     pdf = FPDF(orientation="L", format="A4")
-    pdf.set_title(f"{labels['title']} {report['period']}")
+    year = f", {labels['intermediate_year']} {report['intermediate_year']}" if report.get("intermediate_year") else ""
+    pdf.set_title(f"{labels['title']} {report['period']}{year}")
     pdf.add_page()
     pdf.set_font("Helvetica", "B", 14)
-    pdf.cell(0, 10, _latin(f"{labels['title']} - {labels['period']} {report['period']}"), new_x="LMARGIN",
+    pdf.cell(0, 10, _latin(f"{labels['title']} - {labels['period']} {report['period']}{year}"), new_x="LMARGIN",
              new_y="NEXT")
     pdf.set_font("Helvetica", "", 9)
     pdf.cell(0, 6, _latin(f"{labels['evaluated_at']}: {report.get('evaluated_at') or '-'}"), new_x="LMARGIN",

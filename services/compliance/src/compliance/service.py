@@ -14,18 +14,35 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import bindparam, func, insert, literal_column, select, text, update
+from sqlalchemy import bindparam, func, insert, literal_column, or_, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from compliance.domain.evaluation import Lot, Outcome, Reason, Rules, Status, adjusted, evaluate
+from compliance.domain.evaluation import (
+    Lot,
+    Outcome,
+    Reason,
+    Rules,
+    Status,
+    adjusted,
+    evaluate,
+    evaluate_intermediate,
+    period_emissions,
+)
 from compliance.domain.windows import (
     ComplianceRefusal,
     check_emissions,
     check_evaluation_due,
-    check_reporting_open,
+    check_intermediate_due,
+    due_intermediate_years,
+    eligible_vintage,
+    intermediate_year,
+    last_year,
+    period_years,
+    report_year,
     surrender_period,
+    year_of,
 )
 from compliance.tables import (
     adjustments,
@@ -96,6 +113,28 @@ register_errors({
     "compliance.result_not_found": (404, "No hay resultado de la instalación {account_id} en el periodo {period}.",
                                     "No result for installation {account_id} in period {period}."),
     "compliance.surrender_not_found": (404, "La entrega no existe.", "The surrender does not exist."),
+    "compliance.year_outside_period": (422, "El año {year} no pertenece al periodo {period}.",
+                                       "Year {year} is not part of period {period}."),
+    "compliance.year_not_open": (422, "La ventana de reporte del año {year} (periodo {period}) va del {opens_at} al "
+                                      "{closes_at}.",
+                                 "The reporting window of year {year} (period {period}) runs from {opens_at} to "
+                                 "{closes_at}."),
+    "compliance.year_reporting_open": (409, "La ventana de reporte del año {year} sigue abierta: la instalación "
+                                            "reporta.",
+                                       "The reporting window of year {year} is still open: the installation "
+                                       "reports."),
+    "compliance.not_intermediate_year": (422, "El año {year} no es un año intermedio del periodo {period}.",
+                                         "Year {year} is not an intermediate year of period {period}."),
+    "compliance.intermediate_rule_off": (409, "La regla de entrega en años intermedios no está activa.",
+                                         "The intermediate-year surrender rule is off."),
+    "compliance.intermediate_not_due": (409, "El año intermedio {year} del periodo {period} aún no vence (plazo: "
+                                             "{deadline}).",
+                                        "Intermediate year {year} of period {period} is not yet due (deadline: "
+                                        "{deadline})."),
+    "compliance.final_evaluation_exists": (409, "El periodo {period} ya tiene su evaluación final, que cuenta el año "
+                                                "{year}.",
+                                           "Period {period} already has its final evaluation, which counts year "
+                                           "{year}."),
 })
 
 
@@ -105,7 +144,8 @@ def refusal_error(refusal: ComplianceRefusal) -> RegistryError:
 
 def rules_of(settings: Any) -> Rules:
     return Rules(offset_share=Decimal(str(settings.offset_limit_share)), penalty_enabled=settings.penalty_enabled,
-                 penalty_extra_per_missing=settings.penalty_extra_per_missing)
+                 penalty_extra_per_missing=settings.penalty_extra_per_missing,
+                 intermediate_share=Decimal(str(settings.intermediate_share)))
 
 
 async def period_or_404(conn: AsyncConnection, code: str, field: str = "period") -> Any:
@@ -128,15 +168,59 @@ async def installation_account(conn: AsyncConnection, account_id: str, field: st
 
 
 # Emission reports (function e) ------------------------------------------------------------------------
-async def _next_version(conn: AsyncConnection, installation: str, period: str) -> int:
-    await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"report:{installation}:{period}"})
+async def _next_version(conn: AsyncConnection, installation: str, period: str, year: int) -> int:
+    await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                       {"k": f"report:{installation}:{period}:{year}"})
     current = (await conn.execute(select(func.max(emission_reports.c.version)).where(
-        emission_reports.c.installation_account_id == installation, emission_reports.c.period == period))).scalar()
+        emission_reports.c.installation_account_id == installation, emission_reports.c.period == period,
+        emission_reports.c.year == year))).scalar()
     return (current or 0) + 1
 
 
-async def evaluation_of(conn: AsyncConnection, period: str) -> Any:
-    return (await conn.execute(select(evaluations).where(evaluations.c.period == period))).first()
+async def evaluation_of(conn: AsyncConnection, period: str, year: int | None = None) -> Any:
+    """The period's final evaluation, or with ``year`` that intermediate year's."""
+    intermediate = evaluations.c.intermediate_year
+    return (await conn.execute(select(evaluations).where(
+        evaluations.c.period == period, intermediate.is_(None) if year is None else intermediate == year))).first()
+
+
+async def attested_by_year(conn: AsyncConnection, period: str, installation: str | None = None
+                           ) -> dict[str, dict[int, Any]]:
+    """The latest attested version of each installation's report for each year of the period."""
+    r = emission_reports.c
+    query = (select(r.id, r.installation_account_id, r.year, r.emissions, r.version)
+             .where(r.period == period, r.state == "attested")
+             .distinct(r.installation_account_id, r.year)
+             .order_by(r.installation_account_id, r.year, r.version.desc()))
+    if installation is not None:
+        query = query.where(r.installation_account_id == installation)
+    found: dict[str, dict[int, Any]] = defaultdict(dict)
+    for row in (await conn.execute(query)).all():
+        found[row.installation_account_id][row.year] = row
+    return found
+
+
+async def credited_at_intermediate(conn: AsyncConnection, period: str, installation: str | None = None
+                                   ) -> dict[str, int]:
+    """Units each installation had counted for the period at its intermediate evaluations."""
+    r = installation_results.c
+    query = (select(r.installation_account_id, func.sum(r.counted_allowances + r.counted_offsets))
+             .join(evaluations, evaluations.c.id == r.evaluation_id)
+             .where(evaluations.c.period == period, evaluations.c.intermediate_year.is_not(None))
+             .group_by(r.installation_account_id))
+    if installation is not None:
+        query = query.where(r.installation_account_id == installation)
+    return {i: int(n) for i, n in (await conn.execute(query)).all()}
+
+
+def final_position(period: Any, attested: dict[int, Any], credited: int, rules: Rules) -> dict[str, Any]:
+    """The arguments of ``evaluate`` for a period's final evaluation of one installation (see
+    ``period_emissions``); the report counted is the last year's, or the latest year attested."""
+    years = [w.year for w in period_years(period)]
+    emissions, reported = period_emissions({y: row.emissions for y, row in attested.items()}, years,
+                                           every_year=rules.intermediate_share > 0 and len(years) > 1)
+    return {"period_vintage": eligible_vintage(period), "emissions": emissions, "reported": reported,
+            "credited": credited}
 
 
 async def submit_report(conn: AsyncConnection, *, body: dict[str, Any], who: Principal, now: datetime) -> Any:
@@ -151,20 +235,20 @@ async def submit_report(conn: AsyncConnection, *, body: dict[str, Any], who: Pri
     await require_right(conn, installation, who, {"initiate"}, "installation_account_id")
     period = await period_or_404(conn, body["period"])
     try:
-        check_reporting_open(period, now)
+        year = report_year(period, now, body.get("year")).year
     except ComplianceRefusal as refusal:
         raise refusal_error(refusal) from refusal
     verifier = await directory.account(conn, body["verifier_account_id"])
     if verifier is None or verifier.kind != "verifier" or verifier.state != "active":
         raise RegistryError("compliance.not_a_verifier", field="verifier_account_id",
                             account_id=body["verifier_account_id"])
-    version = await _next_version(conn, installation, period.period)
+    version = await _next_version(conn, installation, period.period, year)
     row = (await conn.execute(insert(emission_reports).values(
-        id=uuid4(), installation_account_id=installation, period=period.period, version=version,
+        id=uuid4(), installation_account_id=installation, period=period.period, year=year, version=version,
         emissions=body["emissions"], rene_reference=body["rene_reference"], verifier_account_id=verifier.account_id,
         state="submitted", submitted_by=who.user_id, submitted_at=now).returning(emission_reports))).one()
     await record_audit(conn, action="emission_report.submitted", entity_type="emission_report", entity_id=str(row.id),
-                       actor=who.user_id, details={**body, "version": version})
+                       actor=who.user_id, details={**body, "year": year, "version": version})
     return row
 
 
@@ -190,7 +274,10 @@ async def decide_report(conn: AsyncConnection, report_id: UUID, *, attest: bool,
         raise RegistryError("compliance.not_assigned_verifier")
     if row.state != "submitted":
         raise RegistryError("compliance.report_not_submitted", state=row.state)
-    if await evaluation_of(conn, row.period) is not None:
+    counted = (await conn.execute(select(evaluations.c.id).where(
+        evaluations.c.period == row.period, or_(evaluations.c.intermediate_year.is_(None),
+                                                evaluations.c.intermediate_year == row.year)).limit(1))).first()
+    if counted is not None:  # the period's final evaluation, or this year's intermediate one, has run
         raise RegistryError("compliance.period_evaluated", period=row.period)
     state = "attested" if attest else "returned"
     new = (await conn.execute(update(emission_reports).where(emission_reports.c.id == report_id).values(
@@ -211,32 +298,50 @@ async def correct_report(conn: AsyncConnection, *, body: dict[str, Any], who: Pr
         raise refusal_error(refusal) from refusal
     await installation_account(conn, installation, "installation_account_id")
     period = await period_or_404(conn, body["period"])
-    if now <= period.reporting_closes_at:
-        raise RegistryError("compliance.reporting_open", field="period")
-    version = await _next_version(conn, installation, period.period)
+    named = body.get("year")
+    try:
+        window = year_of(period, named if named is not None else last_year(period))
+    except ComplianceRefusal as refusal:
+        raise refusal_error(refusal) from refusal
+    if now <= window.reporting_closes_at:
+        if named is None:
+            raise RegistryError("compliance.reporting_open", field="period")
+        raise RegistryError("compliance.year_reporting_open", field="year", year=named)
+    year = window.year
+    version = await _next_version(conn, installation, period.period, year)
     row = (await conn.execute(insert(emission_reports).values(
-        id=uuid4(), installation_account_id=installation, period=period.period, version=version,
+        id=uuid4(), installation_account_id=installation, period=period.period, year=year, version=version,
         emissions=body["emissions"], rene_reference=body["rene_reference"], verifier_account_id=None,
         state="attested", submitted_by=who.user_id, submitted_at=now, decided_by=who.user_id, decided_at=now,
         correction_reason=body["reason"]).returning(emission_reports))).one()
     await record_audit(conn, action="emission_report.corrected", entity_type="emission_report",
                        entity_id=str(row.id), actor=who.user_id, reason=body["reason"],
-                       details={**body, "version": version})
-    evaluation = await evaluation_of(conn, period.period)
-    if evaluation is not None and evaluation.state != "pending":
-        await _adjust(conn, evaluation, installation, row, who=who, now=now, rules=rules, reason=body["reason"])
+                       details={**body, "year": year, "version": version})
+    # The evaluation that counts this year: the period's final one once it ran (all its years), else this
+    # intermediate year's.
+    final = await evaluation_of(conn, period.period)
+    if final is not None and final.state != "pending":
+        attested = (await attested_by_year(conn, period.period, installation)).get(installation, {})
+        total = final_position(period, attested, 0, rules)["emissions"] or 0
+        await _adjust(conn, final, installation, row, emissions=total, intermediate=False, who=who, now=now,
+                      rules=rules, reason=body["reason"])
+    elif window.intermediate:
+        evaluation = await evaluation_of(conn, period.period, year)
+        if evaluation is not None and evaluation.state != "pending":
+            await _adjust(conn, evaluation, installation, row, emissions=row.emissions, intermediate=True, who=who,
+                          now=now, rules=rules, reason=body["reason"])
     return row
 
 
-async def _adjust(conn: AsyncConnection, evaluation: Any, installation: str, report: Any, *, who: Principal,
-                  now: datetime, rules: Rules, reason: str) -> None:
+async def _adjust(conn: AsyncConnection, evaluation: Any, installation: str, report: Any, *, emissions: int,
+                  intermediate: bool, who: Principal, now: datetime, rules: Rules, reason: str) -> None:
     result = (await conn.execute(select(installation_results).where(
         installation_results.c.evaluation_id == evaluation.id,
         installation_results.c.installation_account_id == installation).with_for_update())).first()
     if result is None:
         return
     original = outcome_of(result)
-    new = adjusted(original, emissions=report.emissions, rules=rules)
+    new = adjusted(original, emissions=emissions, rules=rules, intermediate=intermediate)
     before = _summary(result)
     await conn.execute(update(installation_results).where(
         installation_results.c.evaluation_id == evaluation.id,
@@ -248,11 +353,12 @@ async def _adjust(conn: AsyncConnection, evaluation: Any, installation: str, rep
     await conn.execute(insert(adjustments).values(
         evaluation_id=evaluation.id, installation_account_id=installation, report_id=report.id, previous=before,
         current=after, reason=reason, actor=who.user_id, at=now))
-    await _carry(conn, [(installation, evaluation.period, new.carried_out)])
+    if not intermediate:
+        await _carry(conn, [(installation, evaluation.period, new.carried_out)])
     await record_audit(conn, action="compliance.adjusted", entity_type="installation_result",
                        entity_id=f"{evaluation.period}:{installation}", actor=who.user_id, reason=reason,
                        details={"previous": before, "current": after})
-    await OUTBOX.add(conn, _evaluated_event(evaluation.id, evaluation.period, installation, new, adjustment=True),
+    await OUTBOX.add(conn, _evaluated_event(evaluation, installation, new, adjustment=True),
                      correlation_id=str(evaluation.id))
 
 
@@ -268,7 +374,7 @@ def outcome_of(result: Any) -> Outcome:
         returned=tuple(Lot(c["unit_type"], c["vintage"], c["quantity"]) for c in result.returned),
         status=Status(result.status), reason=Reason(result.reason) if result.reason else None,
         shortfall=result.shortfall, carried_out=result.carried_out, offsets_over_limit=result.offsets_over_limit,
-        future_vintage=result.future_vintage, over_delivered=result.over_delivered)
+        future_vintage=result.future_vintage, over_delivered=result.over_delivered, credited=result.credited)
 
 
 # Surrender (function f) --------------------------------------------------------------------------------
@@ -437,12 +543,14 @@ async def announce(conn: AsyncConnection) -> int:
         r.counted_offsets, r.shortfall, r.carried_out, r.cancelled_blocks, returned.label("returned_quantity"))
         .where(r.evaluation_id == evaluation.id).order_by(r.installation_account_id))).all()
     events: list[Message] = [ComplianceEvaluated(
-        evaluation_id=evaluation.id, period=evaluation.period, installation_account_id=row.installation_account_id,
+        evaluation_id=evaluation.id, period=evaluation.period, intermediate_year=evaluation.intermediate_year,
+        installation_account_id=row.installation_account_id,
         status=row.status, reason=row.reason, emissions=row.emissions, obligation=row.obligation,
         counted=row.counted_allowances + row.counted_offsets, shortfall=row.shortfall,
         carried_to_next_period=row.carried_out) for row in rows]
     events += [SurrenderedUnitsCancelled(
-        evaluation_id=evaluation.id, period=evaluation.period, installation_account_id=row.installation_account_id,
+        evaluation_id=evaluation.id, period=evaluation.period, intermediate_year=evaluation.intermediate_year,
+        installation_account_id=row.installation_account_id,
         cancelled_quantity=row.counted_allowances + row.counted_offsets, cancelled_blocks=row.cancelled_blocks,
         returned_quantity=int(row.returned_quantity)) for row in rows if row.counted_allowances + row.counted_offsets]
     await OUTBOX.add_many(conn, events, correlation_id=str(evaluation.id))
@@ -454,75 +562,105 @@ async def announce(conn: AsyncConnection) -> int:
 
 # Evaluation (functions f and g) ---------------------------------------------------------------------------
 async def request_evaluation(conn: AsyncConnection, period_code: str, *, actor: str, now: datetime,
-                             trigger: str) -> tuple[Any, bool]:
-    """The period's evaluation: created when due (the deadline has passed), or the existing one: re-running
-    answers the same result and moves nothing more. Returns (row, created)."""
+                             trigger: str, year: int | None = None, rules: Rules | None = None) -> tuple[Any, bool]:
+    """The period's evaluation (or, with ``year``, that intermediate year's, when the intermediate rule is
+    on): created when due (the deadline has passed), or the existing one: re-running answers the same
+    result and moves nothing more. Returns (row, created)."""
     period = await period_or_404(conn, period_code)
-    existing = await evaluation_of(conn, period.period)
+    existing = await evaluation_of(conn, period.period, year)
     if existing is not None:
         return existing, False
     try:
-        check_evaluation_due(period, now)
+        if year is None:
+            check_evaluation_due(period, now)
+            deadline = period.surrender_deadline_at
+        else:
+            if rules is None or rules.intermediate_share <= 0:
+                raise ComplianceRefusal("compliance.intermediate_rule_off", field="year")
+            window = intermediate_year(period, year)
+            if await evaluation_of(conn, period.period) is not None:
+                raise ComplianceRefusal("compliance.final_evaluation_exists", field="year", period=period.period,
+                                        year=year)
+            check_intermediate_due(window, now)
+            deadline = window.surrender_deadline_at
     except ComplianceRefusal as refusal:
         raise refusal_error(refusal) from refusal
     row = (await conn.execute(pg_insert(evaluations).values(
-        id=uuid4(), period=period.period, state="pending", trigger=trigger, requested_by=actor, requested_at=now,
-    ).on_conflict_do_nothing(index_elements=["period"]).returning(evaluations))).first()
+        id=uuid4(), period=period.period, intermediate_year=year, deadline_at=deadline, state="pending",
+        trigger=trigger, requested_by=actor, requested_at=now,
+    ).on_conflict_do_nothing().returning(evaluations))).first()
     if row is None:  # a concurrent request created it
-        return await evaluation_of(conn, period.period), False
+        return await evaluation_of(conn, period.period, year), False
     await record_audit(conn, action="compliance.evaluation_requested", entity_type="evaluation",
-                       entity_id=str(row.id), actor=actor, details={"period": period.period, "trigger": trigger})
+                       entity_id=str(row.id), actor=actor,
+                       details={"period": period.period, "intermediate_year": year, "trigger": trigger})
     return row, True
 
 
 async def evaluate_pending(conn: AsyncConnection, *, now: datetime, rules: Rules) -> Any | None:
-    """Evaluate one pending evaluation (locked), once no surrender made before its deadline is still
-    waiting for the ledger. Returns the evaluation, or None when there was nothing to do yet."""
-    evaluation = (await conn.execute(select(evaluations).where(evaluations.c.state == "pending")
-                                     .order_by(evaluations.c.requested_at).limit(1)
+    """Evaluate one pending evaluation (locked), earliest deadline first, once no surrender made before its
+    deadline is still waiting for the ledger and no other evaluation's units are still moving (the
+    delivery accounts it reads must be settled). Returns the evaluation, or None when there was nothing to
+    do yet. An intermediate year's evaluation counts that year's share; a period's final one counts its
+    emissions net of what its intermediate evaluations counted."""
+    e = evaluations.c
+    evaluation = (await conn.execute(select(evaluations).where(e.state == "pending")
+                                     .order_by(e.deadline_at.asc().nulls_last(), e.requested_at).limit(1)
                                      .with_for_update(skip_locked=True))).first()
     if evaluation is None:
         return None
+    earlier = e.state == "cancelling"
+    if evaluation.deadline_at is not None:
+        earlier = or_(earlier, (e.state == "pending") & (e.deadline_at < evaluation.deadline_at))
+    busy = (await conn.execute(select(e.id).where(e.id != evaluation.id, earlier).limit(1))).first()
     waiting = (await conn.execute(select(surrenders.c.id).where(
         surrenders.c.state == "requested", surrenders.c.period == evaluation.period).limit(1))).first()
-    if waiting is not None:
+    if waiting is not None or busy is not None:
         return None
     started = time.perf_counter()
     period = await calendar.period(conn, evaluation.period)
+    year = evaluation.intermediate_year
     accounts = directory.accounts
     centrals = {r.account_id: r.name for r in (await conn.execute(select(accounts.c.account_id, accounts.c.name).where(
         accounts.c.kind == "central", accounts.c.state != "closed"))).all()}
     deliveries = dict((await conn.execute(select(accounts.c.installation_id, accounts.c.account_id).where(
         accounts.c.kind == "delivery", accounts.c.installation_id.is_not(None)))).all())
-    reports = {r.installation_account_id: r for r in (await conn.execute(
-        select(emission_reports.c.id, emission_reports.c.installation_account_id, emission_reports.c.emissions)
-        .where(emission_reports.c.period == evaluation.period, emission_reports.c.state == "attested")
-        .distinct(emission_reports.c.installation_account_id)
-        .order_by(emission_reports.c.installation_account_id, emission_reports.c.version.desc()))).all()}
-    carried = dict((await conn.execute(select(carried_obligations.c.installation_account_id,
-                                              carried_obligations.c.quantity).where(
-        carried_obligations.c.to_period == evaluation.period))).all())
+    attested = await attested_by_year(conn, evaluation.period)
+    if year is None:
+        credited = await credited_at_intermediate(conn, evaluation.period)
+        carried = dict((await conn.execute(select(carried_obligations.c.installation_account_id,
+                                                  carried_obligations.c.quantity).where(
+            carried_obligations.c.to_period == evaluation.period))).all())
+    else:  # a carried penalty and what the intermediate years counted are settled at the period's end
+        credited, carried = {}, {}
+    final_year = last_year(period)
     held: dict[str, list[Lot]] = defaultdict(list)
     for r in (await conn.execute(select(delivery_holdings).where(delivery_holdings.c.quantity > 0))).all():
         held[r.account_id].append(Lot(r.unit_type, r.vintage, r.quantity))
-    installations = sorted(set(centrals) | set(reports) | set(carried))
+    installations = sorted(set(centrals) | set(attested) | set(carried))
     names = {**{i: "" for i in installations}, **centrals}
     results: list[dict[str, Any]] = []
     lines: list[MoveUnits] = []
     carry: list[tuple[str, str, int]] = []
     for installation in installations:
         delivery = deliveries.get(installation)
-        report = reports.get(installation)
-        outcome = evaluate(period_vintage=period.vintage, emissions=report.emissions if report else None,
-                           carried_in=carried.get(installation, 0), delivered=held.get(delivery, []) if delivery
-                           else [], rules=rules)
+        delivered = held.get(delivery, []) if delivery else []
+        mine = attested.get(installation, {})
+        if year is None:
+            report = mine.get(final_year) or (mine[max(mine)] if mine else None)
+            outcome = evaluate(carried_in=carried.get(installation, 0), delivered=delivered, rules=rules,
+                               **final_position(period, mine, credited.get(installation, 0), rules))
+        else:
+            report = mine.get(year)
+            outcome = evaluate_intermediate(year=year, emissions=report.emissions if report else None,
+                                            delivered=delivered, rules=rules)
         own_lines = _lines(evaluation, installation, delivery, outcome)
         lines += own_lines
         results.append({
             "evaluation_id": evaluation.id, "installation_account_id": installation, "period": evaluation.period,
             "name": names[installation] or "", "delivery_account_id": delivery,
             "report_id": report.id if report else None, "emissions": outcome.emissions,
-            "carried_in": outcome.carried_in, "obligation": outcome.obligation,
+            "carried_in": outcome.carried_in, "credited": outcome.credited, "obligation": outcome.obligation,
             "counted_allowances": outcome.counted_allowances, "counted_offsets": outcome.counted_offsets,
             "shortfall": outcome.shortfall, "status": str(outcome.status),
             "reason": str(outcome.reason) if outcome.reason else None, "carried_out": outcome.carried_out,
@@ -552,11 +690,13 @@ async def evaluate_pending(conn: AsyncConnection, *, now: datetime, rules: Rules
         state="cancelling" if commands else "completed", evaluated_at=now, completed_at=None if commands else now,
         installations=len(results), compliant=compliant, non_compliant=len(results) - compliant,
         rules={"offset_share": str(rules.offset_share), "penalty_enabled": rules.penalty_enabled,
-               "penalty_extra_per_missing": rules.penalty_extra_per_missing},
+               "penalty_extra_per_missing": rules.penalty_extra_per_missing,
+               "intermediate_share": str(rules.intermediate_share)},
     ).returning(evaluations))).one()
     await record_audit(conn, action="compliance.evaluated", entity_type="evaluation", entity_id=str(evaluation.id),
-                       actor="compliance", details={"period": evaluation.period, "installations": len(results),
-                                                    "compliant": compliant, "ledger_lines": len(lines)})
+                       actor="compliance", details={"period": evaluation.period, "intermediate_year": year,
+                                                    "installations": len(results), "compliant": compliant,
+                                                    "ledger_lines": len(lines)})
     log.info("evaluation of %s: %d installations read and evaluated in %.2f s, results stored in %.2f s, "
              "%d ledger lines in %d batches written in %.2f s", evaluation.period, len(results), computed - started,
              stored - computed, len(lines), len(commands), time.perf_counter() - stored)
@@ -580,15 +720,17 @@ def _lines(evaluation: Any, installation: str, delivery: str | None, outcome: Ou
                 movement_id=uuid.uuid5(NAMESPACE, f"{evaluation.id}:{installation}:{kind}:{lot.unit_type}:"
                                                   f"{lot.vintage}"),
                 kind=kind, from_account_id=delivery, to_account_id=to, unit_type=lot.unit_type,
-                quantity=lot.quantity, vintage=lot.vintage, reason=f"compliance {evaluation.period}",
+                quantity=lot.quantity, vintage=lot.vintage, reason=f"compliance {evaluation.period}" + (
+                    f" intermediate {evaluation.intermediate_year}" if evaluation.intermediate_year else ""),
                 actor="compliance"))
     return lines
 
 
-def _evaluated_event(evaluation_id: UUID, period: str, installation: str, outcome: Outcome, *,
+def _evaluated_event(evaluation: Any, installation: str, outcome: Outcome, *,
                      adjustment: bool = False) -> ComplianceEvaluated:
     return ComplianceEvaluated(
-        evaluation_id=evaluation_id, period=period, installation_account_id=installation,
+        evaluation_id=evaluation.id, period=evaluation.period, intermediate_year=evaluation.intermediate_year,
+        installation_account_id=installation,
         status=str(outcome.status), reason=str(outcome.reason) if outcome.reason else None,
         emissions=outcome.emissions, obligation=outcome.obligation, counted=outcome.counted_total,
         shortfall=outcome.shortfall, carried_to_next_period=outcome.carried_out, adjustment=adjustment)
@@ -615,22 +757,31 @@ async def _carry(conn: AsyncConnection, items: list[tuple[str, str, int]]) -> No
 
 # The worker's periodic task -----------------------------------------------------------------------------
 async def evaluator(ctx: Any) -> int:
-    """At each period's surrender deadline (programme clock), when automatic evaluation is on, create its
-    evaluation; then evaluate what is pending. Every due item once (rows locked, state re-checked)."""
+    """At each period's surrender deadline (programme clock), and each intermediate year's when that rule is
+    on, when automatic evaluation is on, create its evaluation (earliest deadline first); then evaluate what
+    is pending. Every due item once (rows locked, state re-checked)."""
     now = ctx.clock.now()
     done = 0
+    rules = rules_of(ctx.settings)
     if ctx.settings.auto_evaluate:
         async with ctx.engine.begin() as conn:
-            due = (await conn.execute(select(calendar.periods.c.period).where(
-                calendar.periods.c.surrender_deadline_at < now,
-                ~select(evaluations.c.id).where(evaluations.c.period == calendar.periods.c.period).exists(),
-            ))).scalars().all()
-            for code in due:
-                _, created = await request_evaluation(conn, code, actor="compliance", now=now, trigger="deadline")
+            existing = set((await conn.execute(select(evaluations.c.period, evaluations.c.intermediate_year))).all())
+            due: list[tuple[datetime, str, int | None]] = []
+            for period in await calendar.all(conn):
+                if (period.period, None) in existing:
+                    continue
+                if rules.intermediate_share > 0:
+                    due += [(w.surrender_deadline_at, period.period, w.year) for w in due_intermediate_years(
+                        period, now) if (period.period, w.year) not in existing]
+                if period.surrender_deadline_at < now:
+                    due.append((period.surrender_deadline_at, period.period, None))
+            for _, code, year in sorted(due, key=lambda item: item[0]):
+                _, created = await request_evaluation(conn, code, actor="compliance", now=now, trigger="deadline",
+                                                      year=year, rules=rules)
                 done += int(created)
     while True:
         async with ctx.engine.begin() as conn:
-            evaluated = await evaluate_pending(conn, now=now, rules=rules_of(ctx.settings))
+            evaluated = await evaluate_pending(conn, now=now, rules=rules)
         if evaluated is None:
             break
         done += 1

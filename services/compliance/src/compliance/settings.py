@@ -16,6 +16,10 @@ class ComplianceSettings(RegistrySettings):
                                         description="offset credits count up to this share of the obligation")
     penalty_enabled: bool = Field(default=False, description="carry missing units, plus the extra, to the next period")
     penalty_extra_per_missing: int = Field(default=3, ge=0, description="California–Québec: 3 extra per missing unit")
+    intermediate_share: Decimal = Field(
+        default=Decimal("0"), ge=0, le=1,
+        description="multi-year periods: share of each intermediate year's attested emissions surrendered by 1 "
+                    "November of the year after it (California: 0.30); 0 = off")
     evaluate_interval_seconds: float = Field(default=1.0, gt=0)
     banking_share: Decimal = Field(default=Decimal("1"), ge=0, le=1,
                                    description="share of each account's holdings banked to the next period")

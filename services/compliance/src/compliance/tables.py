@@ -38,7 +38,8 @@ emission_reports = Table(
     Column("id", Uuid, primary_key=True),
     Column("installation_account_id", String(40), nullable=False),  # the installation's central account
     Column("period", String(20), nullable=False),
-    Column("version", Integer, nullable=False),
+    Column("year", Integer, nullable=False),  # the calendar year reported (an annual period's only year)
+    Column("version", Integer, nullable=False),  # per installation, period and year
     Column("emissions", BigInteger, nullable=False),  # whole tCO2e
     Column("rene_reference", String(120), nullable=False),  # its report in the national register (RENE)
     Column("verifier_account_id", String(40)),  # the accredited verification body named
@@ -52,7 +53,7 @@ emission_reports = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("emissions >= 0", name="emission_reports_emissions_not_negative"),
     CheckConstraint("state IN ('submitted', 'attested', 'returned')", name="emission_reports_state"),
-    UniqueConstraint("installation_account_id", "period", "version", name="uq_emission_reports_version"),
+    UniqueConstraint("installation_account_id", "period", "year", "version", name="uq_emission_reports_version"),
     Index("ix_emission_reports_verifier", "verifier_account_id", "state"),
 )
 
@@ -91,7 +92,10 @@ evaluations = Table(
     "evaluations",
     metadata,
     Column("id", Uuid, primary_key=True),
-    Column("period", String(20), nullable=False, unique=True),  # one evaluation per period: re-runs answer it
+    Column("period", String(20), nullable=False),
+    # None: the period's (final) evaluation; a year: that intermediate year's. One each: re-runs answer it.
+    Column("intermediate_year", Integer),
+    Column("deadline_at", DateTime(timezone=True)),  # the surrender deadline evaluated (evaluations run in order)
     Column("state", String(20), nullable=False),  # pending | cancelling | completed
     Column("trigger", String(20), nullable=False),  # deadline | command
     Column("requested_by", String(120), nullable=False),
@@ -106,6 +110,7 @@ evaluations = Table(
     Column("returned_units", BigInteger, nullable=False, server_default="0"),
     Column("rules", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     CheckConstraint("state IN ('pending', 'cancelling', 'completed')", name="evaluations_state"),
+    Index("uq_evaluations_period_year", "period", text("coalesce(intermediate_year, 0)"), unique=True),
 )
 
 installation_results = Table(
@@ -119,6 +124,7 @@ installation_results = Table(
     Column("report_id", Uuid),  # the attested version counted
     Column("emissions", BigInteger),
     Column("carried_in", BigInteger, nullable=False),
+    Column("credited", BigInteger, nullable=False, server_default="0"),  # counted at intermediate evaluations
     Column("obligation", BigInteger, nullable=False),
     Column("counted_allowances", BigInteger, nullable=False),
     Column("counted_offsets", BigInteger, nullable=False),

@@ -64,6 +64,13 @@ def test_compliance_is_worded_by_status_for_installation_and_authority():
     missing = {**FACTS, "status": "non_compliant", "reason": "no_attested_report", "emissions": None}
     assert "sin reporte verificado" in render("compliance_evaluated", "es", missing, side="installation")[1]
     assert "1–30" in render("units_cancelled", "en", FACTS, side="installation")[1]
+    # An intermediate year of a multi-year period says so (a facts dict without the field renders as before).
+    yearly = {**short, "period": "2021-2023", "intermediate_year": 2021}
+    assert render("compliance_evaluated", "es", yearly, side="installation")[0] == \
+        "Cumplimiento del periodo 2021-2023, año intermedio 2021: no cumple (MX-300-3)"
+    assert "in intermediate year 2021" in render("compliance_evaluated", "en", yearly, side="authority")[1]
+    assert render("units_cancelled", "en", {**FACTS, "intermediate_year": 2021}, side="installation")[0] \
+        .startswith("Units cancelled for compliance, period 2021, intermediate year 2021:")
 
 
 def test_wording_by_language_and_reason():

@@ -13,13 +13,19 @@ For one installation and one period:
   the limit, over-delivery) goes back to the installation's central account;
 - with the penalty rule on, each missing unit is owed again plus ``penalty_extra_per_missing`` more in
   the next period (California–Québec: 3 extra, "4 for 1").
+
+A multi-year period with the intermediate rule on (``intermediate_share`` > 0; California: 30 %): at each
+intermediate year's deadline the obligation is ``ceil(share × attested emissions of that year)``, counted
+the same way with eligibility up to that year (no penalty there); the period's final obligation is then its
+attested emissions of all years **less the units already counted** at its intermediate evaluations (plus a
+carried penalty), so an intermediate shortfall is owed at the final deadline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
 
 ALLOWANCE = "allowance"
@@ -43,9 +49,16 @@ class Rules:
     offset_share: Decimal = Decimal("0.08")  # California and Québec: 8 % of the obligation
     penalty_enabled: bool = False  # the pilot has no penalty; California–Québec: on
     penalty_extra_per_missing: int = 3  # extra units owed per missing unit when the penalty is on
+    intermediate_share: Decimal = Decimal("0")  # California: 0.30 of each intermediate year; 0 = off
 
     def offset_limit(self, obligation: int) -> int:
         return int((Decimal(obligation) * self.offset_share).to_integral_value(rounding=ROUND_FLOOR))
+
+    def intermediate_obligation(self, emissions: int) -> int:
+        """What an intermediate year's attested emissions oblige to surrender by its deadline (rounded up)."""
+        if emissions < 0:
+            raise ValueError("emissions cannot be negative")
+        return int((Decimal(emissions) * self.intermediate_share).to_integral_value(rounding=ROUND_CEILING))
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,7 @@ class Outcome:
     future_vintage: int = 0
     over_delivered: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    credited: int = 0  # units already counted for this period at its intermediate evaluations
 
     @property
     def counted_total(self) -> int:
@@ -91,13 +105,54 @@ class Outcome:
 
 
 def evaluate(*, period_vintage: int, emissions: int | None, carried_in: int, delivered: Iterable[Lot],
-             rules: Rules) -> Outcome:
-    """One installation's result. ``emissions`` None: no attested report for the period."""
+             rules: Rules, credited: int = 0, reported: bool | None = None) -> Outcome:
+    """One installation's result. ``emissions`` None: no attested report for the period. ``credited``: units
+    already counted at the period's intermediate evaluations, deducted from its emissions; ``reported``
+    False: some year of the period has no attested report (non-compliant for that reason; what is
+    attested still counts)."""
     if emissions is not None and emissions < 0:
         raise ValueError("emissions cannot be negative")
+    if credited < 0:
+        raise ValueError("units already counted cannot be negative")
+    obligation = final_obligation(emissions or 0, credited=credited, carried_in=carried_in)
+    return _count(period_vintage=period_vintage, obligation=obligation, emissions=emissions, carried_in=carried_in,
+                  credited=credited, reported=emissions is not None if reported is None else reported,
+                  delivered=delivered, rules=rules, penalty=True)
+
+
+def final_obligation(emissions: int, *, credited: int, carried_in: int) -> int:
+    """A period's obligation at its deadline: its attested emissions less what its intermediate evaluations
+    already counted (never below zero: cancelled units never come back), plus any carried penalty."""
     if carried_in < 0:
         raise ValueError("a carried obligation cannot be negative")
-    obligation = (emissions or 0) + carried_in
+    return max(0, emissions - credited) + carried_in
+
+
+def period_emissions(attested: Mapping[int, int], years: Sequence[int], *,
+                     every_year: bool) -> tuple[int | None, bool]:
+    """(emissions, reported) a period's final evaluation counts: the sum of its years' attested figures
+    (None when no year has one); ``reported``: every year has one (``every_year``, when the intermediate
+    rule is on: a year left unreported must not lower the obligation) or any year has one (the period
+    reported as a whole)."""
+    figures = [attested[year] for year in years if year in attested]
+    if not figures:
+        return None, False
+    return sum(figures), len(figures) == len(years) if every_year else True
+
+
+def evaluate_intermediate(*, year: int, emissions: int | None, delivered: Iterable[Lot], rules: Rules) -> Outcome:
+    """One installation's result at an intermediate year's deadline: ``ceil(share × emissions of the
+    year)`` counted as at the period's end, with eligible vintages up to ``year`` (no borrowing). No
+    penalty is carried: a shortfall stays owed at the period's final evaluation."""
+    if emissions is not None and emissions < 0:
+        raise ValueError("emissions cannot be negative")
+    obligation = rules.intermediate_obligation(emissions or 0)
+    return _count(period_vintage=year, obligation=obligation, emissions=emissions, carried_in=0, credited=0,
+                  reported=emissions is not None, delivered=delivered, rules=rules, penalty=False)
+
+
+def _count(*, period_vintage: int, obligation: int, emissions: int | None, carried_in: int, credited: int,
+           reported: bool, delivered: Iterable[Lot], rules: Rules, penalty: bool) -> Outcome:
     lots = _merged(delivered)
     eligible = sorted((lot for lot in lots if lot.vintage <= period_vintage), key=lambda lot: lot.vintage)
     future = [lot for lot in lots if lot.vintage > period_vintage]
@@ -120,33 +175,40 @@ def evaluate(*, period_vintage: int, emissions: int | None, carried_in: int, del
     offsets_over_limit = min(eligible_offsets, before_offsets) - counted_offsets
     over_delivered = sum(lot.quantity for lot in eligible) - sum(lot.quantity for lot in counted) - offsets_over_limit
     shortfall = remaining
-    if emissions is None:
+    if not reported:
         status, reason = Status.NON_COMPLIANT, Reason.NO_ATTESTED_REPORT
     elif shortfall > 0:
         status, reason = Status.NON_COMPLIANT, Reason.SHORTFALL
     else:
         status, reason = Status.COMPLIANT, None
-    carried_out = shortfall * (1 + rules.penalty_extra_per_missing) if rules.penalty_enabled else 0
+    carried_out = shortfall * (1 + rules.penalty_extra_per_missing) if penalty and rules.penalty_enabled else 0
     return Outcome(obligation=obligation, emissions=emissions, carried_in=carried_in, counted=tuple(counted),
                    returned=tuple(_merged(returned)), status=status, reason=reason, shortfall=shortfall,
                    carried_out=carried_out, offsets_over_limit=offsets_over_limit,
-                   future_vintage=sum(lot.quantity for lot in future), over_delivered=over_delivered)
+                   future_vintage=sum(lot.quantity for lot in future), over_delivered=over_delivered,
+                   credited=credited)
 
 
-def adjusted(original: Outcome, *, emissions: int, rules: Rules) -> Outcome:
+def adjusted(original: Outcome, *, emissions: int, rules: Rules, intermediate: bool = False) -> Outcome:
     """The result after an authority's correction of the emissions, once the evaluation has run: the
     counted (cancelled) units stay cancelled and nothing more moves; only the obligation, status,
-    shortfall and carried penalty change."""
+    shortfall and carried penalty change. ``emissions``: the corrected figure the evaluation counts (for a
+    multi-year period's final evaluation, all its years'); ``intermediate``: an intermediate year's result."""
     if emissions < 0:
         raise ValueError("emissions cannot be negative")
-    obligation = emissions + original.carried_in
+    if intermediate:
+        obligation = rules.intermediate_obligation(emissions)
+    else:
+        obligation = final_obligation(emissions, credited=original.credited, carried_in=original.carried_in)
     shortfall = max(0, obligation - original.counted_total)
     status, reason = (Status.COMPLIANT, None) if shortfall == 0 else (Status.NON_COMPLIANT, Reason.SHORTFALL)
-    carried_out = shortfall * (1 + rules.penalty_extra_per_missing) if rules.penalty_enabled else 0
+    penalty = rules.penalty_enabled and not intermediate
+    carried_out = shortfall * (1 + rules.penalty_extra_per_missing) if penalty else 0
     return Outcome(obligation=obligation, emissions=emissions, carried_in=original.carried_in,
                    counted=original.counted, returned=original.returned, status=status, reason=reason,
                    shortfall=shortfall, carried_out=carried_out, offsets_over_limit=original.offsets_over_limit,
-                   future_vintage=original.future_vintage, over_delivered=max(0, original.counted_total - obligation))
+                   future_vintage=original.future_vintage, over_delivered=max(0, original.counted_total - obligation),
+                   credited=original.credited)
 
 
 def _split(lot: Lot, take: int, counted: list[Lot], returned: list[Lot]) -> tuple[list[Lot], list[Lot]]:
