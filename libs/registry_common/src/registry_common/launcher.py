@@ -104,6 +104,10 @@ class SystemPlan:
 
 def _env_line(env: dict[str, str]) -> str:
     def quote(value: str) -> str:
+        # supervisord splits with a non-POSIX shlex: no backslash escapes inside quotes, so a value with
+        # double quotes (a JSON setting such as REGISTRY_PROGRAMME) goes in single quotes.
+        if '"' in value and "'" not in value:
+            return "'" + value.replace("%", "%%") + "'"
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
 
     return ",".join(f"{k}={quote(v)}" for k, v in sorted(env.items()))
