@@ -189,6 +189,23 @@ async def test_3_the_clock_evaluates_the_intermediate_year_at_1_november(world: 
     assert again.headers["Location"] == f"{EVALUATIONS}?year=2021"
     assert await world.holdings("SYS-CANCEL") == 400
 
+    # After its window only the authority corrects a year: an adjustment of that year's result, nothing moves.
+    full = world.installations["full"]
+    correction = {"installation_account_id": full.account_id, "period": PERIOD, "year": 2021, "emissions": 900,
+                  "rene_reference": "RENE-2021-full-c", "reason": "Corrección del RENE tras auditoría"}
+    too_early = await world.call("POST", "/api/v1/emission-reports/corrections", world.registry.authority,
+                                 {**correction, "year": 2022})
+    assert too_early.status_code == 409 and too_early.json()["code"] == "compliance.year_reporting_open"
+    assert too_early.json()["field"] == "year"
+    fixed = await world.call("POST", "/api/v1/emission-reports/corrections", world.registry.authority, correction,
+                             expect=201)
+    assert (fixed.json()["year"], fixed.json()["version"], fixed.json()["state"]) == (2021, 2, "attested")
+    line = (await world.call("GET", f"/api/v1/compliance/periods/{PERIOD}/installations/{full.account_id}",
+                             full.headers, params={"year": 2021}, expect=200)).json()["installation"]
+    assert (line["obligation"], line["counted_allowances"], line["status"]) == (270, 300, "compliant")
+    assert line["adjustments"][0]["previous"]["obligation"] == 300
+    assert await world.holdings("SYS-CANCEL") == 400
+
 
 async def test_4_the_final_evaluation_counts_all_years_net_of_what_2021_counted(world: ComplianceWorld) -> None:
     for name, (_, _, _, later) in CASES.items():
@@ -202,7 +219,7 @@ async def test_4_the_final_evaluation_counts_all_years_net_of_what_2021_counted(
     assert evaluation["intermediate_year"] is None and evaluation["trigger"] == "deadline"
     got = await lines(world)
     expected = {  # status, reason, emissions (all years), credited, obligation, counted, shortfall, returned
-        "full": ("compliant", None, 1800, 300, 1500, 1500, 0, 0),
+        "full": ("compliant", None, 1700, 300, 1400, 1400, 0, 100),  # 2021 corrected to 900
         "short": ("compliant", None, 1500, 100, 1400, 1400, 0, 0),  # 2021's 200 short are owed now
         "borrower": ("compliant", None, 200, 0, 200, 200, 0, 20),  # 2022 vintages count at the period's end
         "unreported": ("non_compliant", "no_attested_report", 200, 0, 200, 200, 0, 0),
