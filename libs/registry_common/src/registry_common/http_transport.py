@@ -10,8 +10,12 @@ What it keeps: httpx's request and response objects, its timeouts (``connect``, 
 ``pool`` from the request's ``timeout`` extension) and its exceptions (``ConnectError``, ``ConnectTimeout``,
 ``ReadTimeout``, ``WriteTimeout``, ``PoolTimeout``, ``ReadError``, ``WriteError``, ``RemoteProtocolError``),
 so callers handle failures as before. A connection is reused only if the response allowed it (keep-alive) and
-it was idle less than ``keepalive_expiry`` (keep it below the server's own keep-alive timeout). Nothing is
-retried here. Only ``http://`` URLs.
+it was idle less than ``keepalive_expiry`` (keep it below the server's own keep-alive timeout). One retry, on
+a new connection, and only when it cannot apply a request twice: a *reused* connection that the server had
+closed (it failed before a single byte of the answer came back: the server closed it idle, or restarted)
+while the request is one that may be repeated (GET, HEAD, OPTIONS, or any request carrying an
+``Idempotency-Key``, which the registry's APIs answer once). Otherwise the error goes to the caller. Only
+``http://`` URLs.
 """
 
 from __future__ import annotations
@@ -19,12 +23,27 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import httptools
 import httpx
 
 READ_CHUNK = 64 * 1024
+REPEATABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class _ClosedBeforeAnswer(Exception):
+    """A reused connection failed before any byte of the answer: ``error`` is what the caller would get."""
+
+    def __init__(self, error: httpx.TransportError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def repeatable(method: str, headers: Mapping[str, str]) -> bool:
+    """Whether sending the request twice cannot apply it twice (``headers``' names in lower case, or httpx's)."""
+    return method in REPEATABLE_METHODS or "idempotency-key" in headers
 
 
 @dataclass
@@ -52,6 +71,7 @@ class _Response:
         self.done = False
         self.keep_alive = False
         self.status_code = 0
+        self.received = False  # any byte of the answer
         self.parser = httptools.HttpResponseParser(self)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -107,14 +127,22 @@ class LeanHTTPTransport(httpx.AsyncBaseTransport):
         except TimeoutError as exc:
             raise httpx.PoolTimeout("no connection free in time", request=request) from exc
         try:
-            return await self._exchange(request, body, timeouts)
+            try:
+                return await self._exchange(request, body, timeouts, reuse=True)
+            except _ClosedBeforeAnswer as closed:
+                if not repeatable(request.method, request.headers):
+                    raise closed.error from closed.error.__cause__
+                return await self._exchange(request, body, timeouts, reuse=False)
         finally:
             self._slots.release()
 
-    async def _exchange(self, request: httpx.Request, body: bytes, timeouts: dict[str, float | None]
-                        ) -> httpx.Response:
+    async def _exchange(self, request: httpx.Request, body: bytes, timeouts: dict[str, float | None], *,
+                        reuse: bool) -> httpx.Response:
+        """One request and its answer. On a connection taken from the pool, a failure before any byte of
+        the answer raises ``_ClosedBeforeAnswer`` (the caller may repeat the request on a new connection)."""
         key = (request.url.host, request.url.port or 80)
-        connection = self._take(key) or await self._connect(request, key, timeouts.get("connect"))
+        reused = self._take(key) if reuse else None
+        connection = reused or await self._connect(request, key, timeouts.get("connect"))
         response = _Response(head_only=request.method == "HEAD")
         try:
             connection.writer.write(_head(request, body) + body)
@@ -126,6 +154,11 @@ class LeanHTTPTransport(httpx.AsyncBaseTransport):
             except OSError as exc:
                 raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
             await self._read(connection, response, request, timeouts.get("read"))
+        except (httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError) as exc:
+            connection.close()
+            if reused is not None and not response.received:
+                raise _ClosedBeforeAnswer(exc) from exc
+            raise
         except BaseException:
             connection.close()
             raise
@@ -153,6 +186,7 @@ class LeanHTTPTransport(httpx.AsyncBaseTransport):
                     return  # a body that ends with the connection
                 raise httpx.RemoteProtocolError("Server disconnected without sending a complete response.",
                                                 request=request)
+            response.received = True
             try:
                 response.parser.feed_data(chunk)
             except httptools.HttpParserError as exc:

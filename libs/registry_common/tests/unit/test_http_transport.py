@@ -110,3 +110,47 @@ async def test_a_connection_idle_past_the_expiry_is_not_reused(server: str):
     async with httpx.AsyncClient(transport=transport, base_url=server, timeout=5.0) as client:
         first = (await client.get("/echo/1")).json()["port"]
         assert (await client.get("/echo/2")).json()["port"] != first
+
+
+@pytest.fixture
+async def closes_reused() -> AsyncIterator[tuple[str, list[str]]]:
+    """A server that answers the first request on each connection (keep-alive) and closes the connection,
+    unanswered, on the second: what a pooled connection meets when the server closed it as it was taken."""
+    seen: list[str] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for turn in range(2):
+            head = await reader.readuntil(b"\r\n\r\n")
+            line = head.split(b"\r\n", 1)[0].decode()
+            length = next((int(h.split(b":")[1]) for h in head.split(b"\r\n")
+                           if h.lower().startswith(b"content-length")), 0)
+            if length:
+                await reader.readexactly(length)
+            seen.append(f"{turn} {line}")
+            if turn == 1:
+                writer.close()
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
+            await writer.drain()
+
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}", seen
+    listening.close()
+
+
+async def test_a_reused_connection_closed_before_answering_is_retried_only_for_repeatable_requests(closes_reused):
+    url, seen = closes_reused
+    async with httpx.AsyncClient(transport=LeanHTTPTransport(), base_url=url, timeout=5.0) as client:
+        assert (await client.get("/first")).status_code == 200
+        assert (await client.get("/again")).text == "ok"  # closed unanswered on the pooled one, sent anew
+        assert seen[-2:] == ["1 GET /again HTTP/1.1", "0 GET /again HTTP/1.1"]
+
+        assert (await client.post("/keyed", content=b"{}", headers={"Idempotency-Key": "k-1"})).text == "ok"
+        assert seen[-2:] == ["1 POST /keyed HTTP/1.1", "0 POST /keyed HTTP/1.1"]
+
+        with pytest.raises(httpx.RemoteProtocolError):  # may have been applied: the caller decides
+            await client.post("/unkeyed", content=b"{}")
+        assert seen[-1] == "1 POST /unkeyed HTTP/1.1"
+        assert (await client.post("/fresh", content=b"{}")).text == "ok"  # a new connection, answered
+        assert seen[-1] == "0 POST /fresh HTTP/1.1"

@@ -18,6 +18,7 @@ from fastapi import Request, Response
 from gateway.security import IDENTITY_HEADER
 from registry_common.context import correlation_id_var, request_id_var
 from registry_common.errors import RegistryError
+from registry_common.http_transport import repeatable
 
 log = logging.getLogger("registry.gateway")
 
@@ -34,7 +35,6 @@ RETURNED_RESPONSE_HEADERS = frozenset({
 """Response headers passed back. Hop-by-hop headers (connection, keep-alive, transfer-encoding, ...)
 and content-encoding (httpx has already decoded the body) are never among them."""
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_BODY_BYTES = 10 * 1024 * 1024
 
 assert not any(IDENTITY_HEADER.match(h) for h in FORWARDED_REQUEST_HEADERS | RETURNED_RESPONSE_HEADERS)
@@ -83,15 +83,11 @@ def upstream_url(client: httpx.AsyncClient, request: Request) -> httpx.URL:
     return base.copy_with(raw_path=base.raw_path.rstrip(b"/") + raw_path + (b"?" + query if query else b""))
 
 
-def may_retry(method: str, headers: dict[str, str]) -> bool:
-    return method in SAFE_METHODS or "idempotency-key" in headers
-
-
 async def send(client: httpx.AsyncClient, service: str, method: str, url: httpx.URL | str,
                headers: dict[str, str], body: bytes | None = None,
                params: dict[str, Any] | None = None) -> httpx.Response:
     """One upstream call with the gateway's retry rule; transport failures become gateway errors."""
-    attempts = 2 if may_retry(method, headers) else 1
+    attempts = 2 if repeatable(method, headers) else 1
     for attempt in range(1, attempts + 1):
         try:
             return await client.request(method, url, headers=headers, content=body or None, params=params)
@@ -131,7 +127,7 @@ async def exchange(client: httpx.AsyncClient, transport: httpx.AsyncBaseTranspor
         outgoing.setdefault(name.lower(), value)
     request = httpx.Request(method, url, headers=outgoing, content=body or None,
                             extensions={"timeout": client.timeout.as_dict()})
-    attempts = 2 if may_retry(method, headers) else 1
+    attempts = 2 if repeatable(method, headers) else 1
     for attempt in range(1, attempts + 1):
         try:
             response = await transport.handle_async_request(request)
