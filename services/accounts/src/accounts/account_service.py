@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import Sequence, and_, exists, false, func, insert, or_, select, update
+from sqlalchemy import Sequence, and_, bindparam, exists, false, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -131,8 +131,13 @@ def public_holder(row: Any) -> dict[str, Any]:
             "contacts": list(row.contacts), "created_at": row.created_at}
 
 
+_ACCOUNT = _account_query().where(accounts.c.id == bindparam("account_id"))
+_RIGHTS = select(representatives.c.rights).where(representatives.c.account_id == bindparam("account_id"),
+                                                 representatives.c.user_id == bindparam("user_id"))
+
+
 async def get_account(conn: AsyncConnection, account_id: str) -> Any:
-    row = (await conn.execute(_account_query().where(accounts.c.id == account_id))).first()
+    row = (await conn.execute(_ACCOUNT, {"account_id": account_id})).first()
     if row is None:
         raise RegistryError("account.not_found", account_id=account_id)
     return row
@@ -154,8 +159,7 @@ async def representative_rights(conn: AsyncConnection, account_id: str, user_id:
     uid = as_uuid(user_id)
     if uid is None:
         return set()
-    rights = (await conn.execute(select(representatives.c.rights).where(
-        representatives.c.account_id == account_id, representatives.c.user_id == uid))).scalar()
+    rights = (await conn.execute(_RIGHTS, {"account_id": account_id, "user_id": uid})).scalar()
     return set(rights or ())
 
 

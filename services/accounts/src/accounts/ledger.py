@@ -421,13 +421,19 @@ async def release_hold(conn: AsyncConnection, command: ReleaseHold, actor: Actor
 
 
 # Reading --------------------------------------------------------------------------------------------
+_HELD_BLOCKS = (select(unit_blocks.c.unit_type, unit_blocks.c.vintage, unit_blocks.c.origin, unit_blocks.c.serial_start,
+                       unit_blocks.c.serial_end)
+                .where(unit_blocks.c.account_id == bindparam("account_id"))
+                .order_by(unit_blocks.c.unit_type, unit_blocks.c.vintage, unit_blocks.c.serial_start))
+# The account's open holds, both ways, by side, unit type and vintage (one statement).
+_OPEN_HOLDS = text(
+    "SELECT sender_account_id = :account_id AS outgoing, unit_type, vintage, sum(quantity) AS q FROM holds "
+    "WHERE state = 'held' AND (sender_account_id = :account_id OR receiver_account_id = :account_id) "
+    "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
+
+
 async def holdings(conn: AsyncConnection, account_id: str) -> dict[str, Any]:
-    rows = (await conn.execute(
-        select(unit_blocks.c.unit_type, unit_blocks.c.vintage, unit_blocks.c.origin, unit_blocks.c.serial_start,
-               unit_blocks.c.serial_end)
-        .where(unit_blocks.c.account_id == account_id)
-        .order_by(unit_blocks.c.unit_type, unit_blocks.c.vintage, unit_blocks.c.serial_start)
-    )).all()
+    rows = (await conn.execute(_HELD_BLOCKS, {"account_id": account_id})).all()
     totals: dict[tuple[str, int], dict[str, Any]] = {}
     for r in rows:
         entry = totals.setdefault((r.unit_type, r.vintage), {"unit_type": r.unit_type, "vintage": r.vintage,
@@ -435,13 +441,11 @@ async def holdings(conn: AsyncConnection, account_id: str) -> dict[str, Any]:
         entry["quantity"] += r.serial_end - r.serial_start + 1
         entry["blocks"].append({"start": r.serial_start, "end": r.serial_end, "origin": r.origin,
                                 "quantity": r.serial_end - r.serial_start + 1})
-    held = (await conn.execute(select(func.coalesce(func.sum(holds.c.quantity), 0)).where(
-        holds.c.sender_account_id == account_id, holds.c.state == "held"))).scalar_one()
-    incoming = (await conn.execute(select(holds.c.unit_type, holds.c.vintage, func.sum(holds.c.quantity).label("q"))
-                                   .where(holds.c.receiver_account_id == account_id, holds.c.state == "held")
-                                   .group_by(holds.c.unit_type, holds.c.vintage))).all()
+    open_holds = (await conn.execute(_OPEN_HOLDS, {"account_id": account_id})).all()
+    incoming = [r for r in open_holds if not r.outgoing]
     return {"account_id": account_id, "total": sum(e["quantity"] for e in totals.values()),
-            "held_outgoing": int(held), "held_incoming": sum(int(r.q) for r in incoming),
+            "held_outgoing": sum(int(r.q) for r in open_holds if r.outgoing),
+            "held_incoming": sum(int(r.q) for r in incoming),
             "held_incoming_by_type_and_vintage": [{"unit_type": r.unit_type, "vintage": r.vintage,
                                                    "quantity": int(r.q)} for r in incoming],
             "by_type_and_vintage": list(totals.values())}

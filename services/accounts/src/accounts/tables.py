@@ -142,6 +142,9 @@ holds = Table(
     Column("closed_at", DateTime(timezone=True)),
     CheckConstraint("quantity > 0", name="holds_quantity_positive"),
     CheckConstraint("state IN ('held', 'settled', 'released')", name="holds_state"),
+    # An account's open holds, either side (holdings, closing checks): the table keeps every closed hold.
+    Index("ix_holds_open_sender", "sender_account_id", postgresql_where=text("state = 'held'")),
+    Index("ix_holds_open_receiver", "receiver_account_id", postgresql_where=text("state = 'held'")),
 )
 
 # Every movement, append-only. ``serials`` is the set of serial numbers moved (a range index serves the
