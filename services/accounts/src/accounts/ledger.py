@@ -107,6 +107,14 @@ class Location:
             return unit_blocks.c.hold_id == self.hold_id
         return unit_blocks.c.account_id == self.account_id
 
+    @property
+    def kind(self) -> str:
+        return "hold" if self.hold_id is not None else "account"
+
+    @property
+    def id(self) -> Any:
+        return self.hold_id if self.hold_id is not None else self.account_id
+
 
 # Statements every transfer runs, built once (the same SQL as building them in place).
 _FROZEN = select(ledger_settings.c.frozen).where(ledger_settings.c.id == 1)
@@ -122,6 +130,26 @@ _SET_START = update(unit_blocks).where(unit_blocks.c.id == bindparam("block_id")
     serial_start=bindparam("serial"))
 _SET_END = update(unit_blocks).where(unit_blocks.c.id == bindparam("block_id")).values(
     serial_end=bindparam("serial"))
+# Both neighbours of start..end at a location, in one read: the block of the same kind there ending just
+# before ``start`` and the one starting just after ``end`` (serials are unique: at most one of each).
+_NEIGHBOURS = {
+    place_by: select(unit_blocks.c.id, unit_blocks.c.serial_start, unit_blocks.c.serial_end).where(
+        column == bindparam("place"), unit_blocks.c.unit_type == bindparam("unit_type"),
+        unit_blocks.c.vintage == bindparam("vintage"), unit_blocks.c.origin == bindparam("origin"),
+        or_(unit_blocks.c.serial_end == bindparam("start") - 1, unit_blocks.c.serial_start == bindparam("end") + 1))
+    for place_by, column in (("hold", unit_blocks.c.hold_id), ("account", unit_blocks.c.account_id))
+}
+_NEW_BLOCK = insert(unit_blocks).values(
+    account_id=bindparam("account_id"), hold_id=bindparam("hold_id"), unit_type=bindparam("unit_type"),
+    vintage=bindparam("vintage"), origin=bindparam("origin"), serial_start=bindparam("serial_start"),
+    serial_end=bindparam("serial_end"))
+_JOURNAL_ROW = insert(journal).values(
+    movement_id=bindparam("movement_id"), kind=bindparam("kind"), from_account_id=bindparam("from_account_id"),
+    to_account_id=bindparam("to_account_id"), hold_id=bindparam("hold_id"), unit_type=bindparam("unit_type"),
+    vintage=bindparam("vintage"), origin=bindparam("origin"),
+    serials=cast(bindparam("serials", type_=String), INT8MULTIRANGE), quantity=bindparam("quantity"),
+    actor=bindparam("actor"), reason=bindparam("reason"), correlation_id=bindparam("correlation_id"),
+    causation_id=bindparam("causation_id"), at=bindparam("at"))
 
 
 # Accounts -------------------------------------------------------------------------------------------
@@ -193,13 +221,9 @@ async def blocks_covering(conn: AsyncConnection, location: Location, unit_type: 
 async def place(conn: AsyncConnection, location: Location, unit_type: str, vintage: int, origin: str,
                 start: int, end: int) -> None:
     """Put serials start..end at ``location``, merged with an adjacent block of the same kind there."""
-    same = [location.where(), unit_blocks.c.unit_type == unit_type, unit_blocks.c.vintage == vintage,
-            unit_blocks.c.origin == origin]
-    # Both neighbours in one read: the block of the same kind there ending just before ``start``, and the
-    # one starting just after ``end`` (serials are unique, so at most one of each).
-    neighbours = (await conn.execute(select(unit_blocks.c.id, unit_blocks.c.serial_start, unit_blocks.c.serial_end)
-                                     .where(*same, or_(unit_blocks.c.serial_end == start - 1,
-                                                       unit_blocks.c.serial_start == end + 1)))).all()
+    neighbours = (await conn.execute(_NEIGHBOURS[location.kind], {
+        "place": location.id, "unit_type": unit_type, "vintage": vintage, "origin": origin, "start": start,
+        "end": end})).all()
     before = next((n for n in neighbours if n.serial_end == start - 1), None)
     after = next((n for n in neighbours if n.serial_start == end + 1), None)
     if before is not None and after is not None:
@@ -210,9 +234,9 @@ async def place(conn: AsyncConnection, location: Location, unit_type: str, vinta
     elif after is not None:
         await conn.execute(_SET_START, {"block_id": after.id, "serial": start})
     else:
-        await conn.execute(insert(unit_blocks).values(
-            account_id=location.account_id, hold_id=location.hold_id, unit_type=unit_type, vintage=vintage,
-            origin=origin, serial_start=start, serial_end=end))
+        await conn.execute(_NEW_BLOCK, {
+            "account_id": location.account_id, "hold_id": location.hold_id, "unit_type": unit_type,
+            "vintage": vintage, "origin": origin, "serial_start": start, "serial_end": end})
 
 
 async def move_takes(conn: AsyncConnection, takes: list[Take], unit_type: str, destination: Location,
@@ -228,9 +252,10 @@ async def move_takes(conn: AsyncConnection, takes: list[Take], unit_type: str, d
             await conn.execute(_SET_END, {"block_id": block.id, "serial": take.start - 1})
         else:  # from the middle: the block becomes its head, and its tail a new block
             await conn.execute(_SET_END, {"block_id": block.id, "serial": take.start - 1})
-            await conn.execute(insert(unit_blocks).values(
-                account_id=source.account_id, hold_id=source.hold_id, unit_type=unit_type, vintage=block.vintage,
-                origin=block.origin, serial_start=take.end + 1, serial_end=block.end))
+            await conn.execute(_NEW_BLOCK, {
+                "account_id": source.account_id, "hold_id": source.hold_id, "unit_type": unit_type,
+                "vintage": block.vintage, "origin": block.origin, "serial_start": take.end + 1,
+                "serial_end": block.end})
         await place(conn, destination, unit_type, block.vintage, block.origin, take.start, take.end)
 
 
@@ -247,9 +272,9 @@ def moved_blocks(unit_type: str, ranges: list[tuple[int, str, int, int]]) -> lis
     ]
 
 
-def _multirange(ranges: list[SerialRange]) -> Any:
-    literal_text = "{" + ",".join(f"[{r.start},{r.end}]" for r in ranges) + "}"
-    return cast(literal(literal_text), INT8MULTIRANGE)
+def multirange_text(ranges: list[SerialRange]) -> str:
+    """PostgreSQL's text form of an int8multirange holding the serial ranges (each end inclusive)."""
+    return "{" + ",".join(f"[{r.start},{r.end}]" for r in ranges) + "}"
 
 
 async def write_journal(conn: AsyncConnection, *, movement_id: UUID, kind: str, from_account: str | None,
@@ -257,11 +282,12 @@ async def write_journal(conn: AsyncConnection, *, movement_id: UUID, kind: str, 
                         reason: str | None) -> None:
     """One journal row per vintage and origin moved."""
     for block in blocks:
-        await conn.execute(insert(journal).values(
-            movement_id=movement_id, kind=kind, from_account_id=from_account, to_account_id=to_account,
-            hold_id=hold_id, unit_type=block.unit_type, vintage=block.vintage, origin=block.origin,
-            serials=_multirange(block.ranges), quantity=block.quantity, actor=actor.id, reason=reason,
-            correlation_id=actor.correlation_id, causation_id=actor.causation_id, at=actor.at))
+        await conn.execute(_JOURNAL_ROW, {
+            "movement_id": movement_id, "kind": kind, "from_account_id": from_account, "to_account_id": to_account,
+            "hold_id": hold_id, "unit_type": block.unit_type, "vintage": block.vintage, "origin": block.origin,
+            "serials": multirange_text(block.ranges), "quantity": block.quantity, "actor": actor.id,
+            "reason": reason, "correlation_id": actor.correlation_id, "causation_id": actor.causation_id,
+            "at": actor.at})
 
 
 async def _already_recorded(conn: AsyncConnection, movement_id: UUID) -> bool:
