@@ -60,10 +60,10 @@ async def seed(admin_dsn: str, prefix: str) -> None:
         await compliance.copy_records_to_table("known_accounts", records=centrals + deliveries,
                                                columns=["account_id", *columns[1:]])
         at = datetime(2021, 9, 15, tzinfo=UTC)
-        reports = [(uuid4(), central(n), str(VINTAGE), 1, emissions(n), f"RENE-{n}", None, "attested", "bench", at,
-                    "bench", at) for n in range(INSTALLATIONS)]
+        reports = [(uuid4(), central(n), str(VINTAGE), VINTAGE, 1, emissions(n), f"RENE-{n}", None, "attested",
+                    "bench", at, "bench", at) for n in range(INSTALLATIONS)]
         await compliance.copy_records_to_table("emission_reports", records=reports, columns=[
-            "id", "installation_account_id", "period", "version", "emissions", "rene_reference",
+            "id", "installation_account_id", "period", "year", "version", "emissions", "rene_reference",
             "verifier_account_id", "state", "submitted_by", "submitted_at", "decided_by", "decided_at"])
     finally:
         await compliance.close()
