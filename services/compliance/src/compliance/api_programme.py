@@ -46,22 +46,25 @@ class PreviewIn(BaseModel):
 
 
 @previews_router.post("/cancellation-previews", status_code=201)
-async def create_preview(body: PreviewIn, request: Request, conn: WriteConn, who: Authority, clock: ClockDep,
+async def create_preview(body: PreviewIn, request: Request, who: Authority, clock: ClockDep,
                          key: idempotency.IdempotencyKey) -> JSONResponse:
     """Publish what a cancellation would take (every account's surplus and its exact serial blocks): the
     banking excess above ``REGISTRY_BANKING_SHARE`` after a period, or every participant unit of the
     programme after its final period. It may run after ``REGISTRY_CANCELLATION_NOTICE_SECONDS``."""
-    stored = await idempotency.reserve(conn, key, who.user_id, body.model_dump())
-    if stored is not None:
-        return JSONResponse(stored["response"], status_code=stored["status_code"])
+    # The ledger is read before the transaction opens, so no database connection waits on accounts (a
+    # repeat with the same key reads it too, and answers what it answered the first time).
     client, authorization = request.app.state.accounts_api, request.headers.get("authorization", "")
     held = await programme.pending_holds(client, authorization) if body.kind == "programme_end" else 0
     blocks = await programme.ledger_blocks(client, authorization)
-    row = await programme.create_preview(conn, kind=body.kind, period_code=body.period, blocks=blocks,
-                                         held_transfers=held, who=who, now=clock.now(),
-                                         settings=request.app.state.settings)
-    content = _row(row)
-    await idempotency.remember(conn, key, who.user_id, 201, content)
+    async with request.app.state.engine.begin() as conn:  # what WriteConn gives: commit unless it raises
+        stored = await idempotency.reserve(conn, key, who.user_id, body.model_dump())
+        if stored is not None:
+            return JSONResponse(stored["response"], status_code=stored["status_code"])
+        row = await programme.create_preview(conn, kind=body.kind, period_code=body.period, blocks=blocks,
+                                             held_transfers=held, who=who, now=clock.now(),
+                                             settings=request.app.state.settings)
+        content = _row(row)
+        await idempotency.remember(conn, key, who.user_id, 201, content)
     return JSONResponse(content, status_code=201,
                         headers={"Location": f"/api/v1/compliance/cancellation-previews/{row.id}"})
 
