@@ -3,13 +3,15 @@ a programme of one multi-year period, 2021-2022, and ``REGISTRY_INTERMEDIATE_SHA
 (the 2021 one in September 2022, the 2022 one in the period's window), a bad year refused with nothing
 stored; at 1 November 2022 the programme clock evaluates 2021 by itself: 30 % of the year's attested
 emissions counted and cancelled into SYS-CANCEL (the serials in the unit's history), the rest returned, no
-borrowing; re-running moves nothing; the shortfall of 2021 is owed at the period's end, whose evaluation
+borrowing (until then the live status and the projection show what that deadline asks); re-running moves
+nothing; the shortfall of 2021 is owed at the period's end, whose evaluation
 counts all its years' emissions net of what 2021 already counted; and the ledger audit is clean."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -81,6 +83,16 @@ async def report(world: ComplianceWorld, party: Party, emissions: int, **year: i
     return attested.json()
 
 
+async def intermediate(world: ComplianceWorld, name: str) -> tuple[Any, Any]:
+    """The ``intermediate`` figures of an installation's live status and projection, through the gateway."""
+    party = world.installations[name]
+    base = f"/api/v1/compliance/installations/{party.account_id}"
+    live = (await world.call("GET", f"{base}/status", party.headers, expect=200)).json()
+    projected = (await world.call("GET", f"{base}/projection", party.headers, expect=200)).json()
+    assert live["period"] == projected["period"] == PERIOD
+    return live["intermediate"], projected["intermediate"]
+
+
 async def events(world: ComplianceWorld, kind: str) -> list[dict[str, Any]]:
     rows = await world.compliance_db.fetch(
         "SELECT envelope->'payload' AS p FROM outbox WHERE envelope->>'type' = $1 ORDER BY id", kind)
@@ -139,12 +151,26 @@ async def test_2_reports_per_year_and_a_bad_year_refused_with_nothing_stored(wor
     missing = await world.call("GET", EVALUATIONS, world.registry.authority, params={"year": 2021})
     assert missing.status_code == 404
 
+    # Before 1 November the live status and the projection show what 2021's deadline asks, with what each
+    # delivery account holds: ceil(30 % of 2021), vintages up to 2021 (nothing for an unreported year).
+    due = {  # emissions, obligation, delivered_eligible, shortfall
+        "full": (1000, 300, 300, 0), "short": (1000, 300, 100, 200), "borrower": (100, 30, 0, 30),
+        "unreported": (None, 0, 0, 0)}
+    for name, want in due.items():
+        live, projected = await intermediate(world, name)
+        assert live == projected, (name, live, projected)
+        assert live["year"] == 2021, (name, live)
+        assert datetime.fromisoformat(live["deadline"]) == datetime.fromisoformat(local(2022, 11, 1, 23, 59, 59))
+        assert (live["emissions"], live["obligation"], live["delivered_eligible"], live["shortfall"]) == want, name
+
 
 async def test_3_the_clock_evaluates_the_intermediate_year_at_1_november(world: ComplianceWorld) -> None:
     await world.move_clock(local(2022, 11, 2, 9))  # 1 November 2022 23:59:59 has passed
     evaluation = await completed(world, 2021)
     assert (evaluation["intermediate_year"], evaluation["trigger"]) == (2021, "deadline")
     assert evaluation["rules"]["intermediate_share"] == "0.30"
+    for name in CASES:  # 2021 was the period's only intermediate year: nothing intermediate is to come
+        assert await intermediate(world, name) == (None, None), name
     got = await lines(world, 2021)
     expected = {  # status, reason, emissions, obligation, counted, shortfall, returned
         "full": ("compliant", None, 1000, 300, 300, 0, 100),

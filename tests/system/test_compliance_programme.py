@@ -139,6 +139,7 @@ async def test_three_periods_banking_status_projection_summary_and_the_end_of_th
     assert (current["period"], current["status"], current["to_surrender"]) == ("2020", "must_surrender", 400)
     projected = (await world.call("GET", f"/api/v1/compliance/installations/{b.account_id}/projection",
                                   b.headers, expect=200)).json()
+    assert current["intermediate"] is None and projected["intermediate"] is None  # annual: no intermediate year
     assert projected["if_everything_eligible_is_surrendered"]["status"] == "compliant"
     assert projected["if_nothing_more_is_surrendered"]["shortfall"] == 300
     for party, quantity in ((a, 400), (b, 200)):

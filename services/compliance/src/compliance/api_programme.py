@@ -109,7 +109,8 @@ async def _may_see_installation(conn: Any, account_id: str, who: Principal) -> N
 async def installation_status(account_id: str, request: Request, conn: ReadConn, who: InstallationReader,
                               clock: ClockDep) -> dict[str, Any]:
     """The installation's status for the open period, current with every report, attestation and
-    surrender: no_verified_emissions, must_surrender (``to_surrender`` more), or covered."""
+    surrender: no_verified_emissions, must_surrender (``to_surrender`` more), or covered; ``intermediate``:
+    what is due at a multi-year period's next intermediate deadline (the rule on), otherwise null."""
     await _may_see_installation(conn, account_id, who)
     return await programme.live_status(conn, account_id, now=clock.now(),
                                        rules=service.rules_of(request.app.state.settings))
@@ -119,7 +120,8 @@ async def installation_status(account_id: str, request: Request, conn: ReadConn,
 async def installation_projection(account_id: str, request: Request, conn: ReadConn, who: InstallationReader,
                                   clock: ClockDep, period: str | None = None) -> dict[str, Any]:
     """The installation's position at the deadline: as things stand, and if everything eligible it holds (and
-    what is on its way in) were surrendered, under the vintage, offset and penalty rules."""
+    what is on its way in) were surrendered, under the vintage, offset and penalty rules; ``intermediate``:
+    what is due at the next intermediate deadline with what is delivered now, or null."""
     await _may_see_installation(conn, account_id, who)
     holdings = None
     try:

@@ -21,8 +21,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from compliance.domain.banking import HeldBlock, banking_excess, per_account, programme_units
-from compliance.domain.evaluation import ALLOWANCE, Lot, Rules, evaluate
-from compliance.domain.windows import ComplianceRefusal, surrender_period
+from compliance.domain.evaluation import ALLOWANCE, Lot, Rules, evaluate, intermediate_standing
+from compliance.domain.windows import ComplianceRefusal, next_intermediate_year, surrender_period
 from compliance.service import (
     OUTBOX,
     attested_by_year,
@@ -286,12 +286,34 @@ async def _open_period(conn: AsyncConnection, now: datetime) -> Any | None:
         return None
 
 
-async def _position(conn: AsyncConnection, installation: str, period: Any, rules: Rules) -> dict[str, Any]:
+async def _position(conn: AsyncConnection, installation: str, period: Any,
+                    rules: Rules) -> tuple[dict[str, Any], dict[int, Any]]:
     """What the period's final evaluation would count against (``evaluate``'s arguments): attested emissions
-    of all its years, net of what its intermediate evaluations already counted."""
+    of all its years, net of what its intermediate evaluations already counted; and each year's attested
+    report."""
     attested = (await attested_by_year(conn, period.period, installation)).get(installation, {})
     credited = (await credited_at_intermediate(conn, period.period, installation)).get(installation, 0)
-    return final_position(period, attested, credited, rules)
+    return final_position(period, attested, credited, rules), attested
+
+
+async def _intermediate(conn: AsyncConnection, period: Any, attested: dict[int, Any], delivered: list[Lot], *,
+                        now: datetime, rules: Rules) -> dict[str, Any] | None:
+    """What is due at the period's next intermediate deadline (computed on read: one query, and only for a
+    multi-year period with the rule on); None with the rule off, for an annual period, or once no
+    intermediate deadline is to come."""
+    if rules.intermediate_share <= 0 or next_intermediate_year(period, now) is None:
+        return None
+    evaluated = set((await conn.execute(select(evaluations.c.intermediate_year).where(
+        evaluations.c.period == period.period, evaluations.c.intermediate_year.is_not(None)))).scalars())
+    window = next_intermediate_year(period, now, evaluated)
+    if window is None:
+        return None
+    report = attested.get(window.year)
+    standing = intermediate_standing(year=window.year, emissions=report.emissions if report else None,
+                                     delivered=delivered, rules=rules)
+    return {"year": standing.year, "deadline": window.surrender_deadline_at.isoformat(),
+            "emissions": standing.emissions, "obligation": standing.obligation,
+            "delivered_eligible": standing.delivered_eligible, "shortfall": standing.shortfall}
 
 
 async def _delivered(conn: AsyncConnection, installation: str) -> list[Lot]:
@@ -309,16 +331,22 @@ async def _carried(conn: AsyncConnection, installation: str, period: str) -> int
         carried_obligations.c.to_period == period))).scalar() or 0)
 
 
-async def live_status(conn: AsyncConnection, installation: str, *, now: datetime, rules: Rules) -> dict[str, Any]:
-    """For the open period: no verified emissions yet / must surrender N more / covered."""
+async def live_status(conn: AsyncConnection, installation: str, *, now: datetime, rules: Rules,
+                      with_intermediate: bool = True) -> dict[str, Any]:
+    """For the open period: no verified emissions yet / must surrender N more / covered, at its deadline;
+    and ``intermediate``: what is due at its next intermediate deadline, or None (``with_intermediate``
+    False: not computed, as for the stored status, which keeps only the period's figures)."""
     period = await _open_period(conn, now)
     if period is None:
         return {"installation_account_id": installation, "period": None, "status": "no_open_period",
-                "to_surrender": 0, "emissions": None, "delivered_eligible": 0}
-    position = await _position(conn, installation, period, rules)
+                "to_surrender": 0, "emissions": None, "delivered_eligible": 0, "intermediate": None}
+    position, attested = await _position(conn, installation, period, rules)
     emissions = position["emissions"]
     carried = await _carried(conn, installation, period.period)
-    outcome = evaluate(carried_in=carried, delivered=await _delivered(conn, installation), rules=rules, **position)
+    delivered = await _delivered(conn, installation)
+    outcome = evaluate(carried_in=carried, delivered=delivered, rules=rules, **position)
+    intermediate = (await _intermediate(conn, period, attested, delivered, now=now, rules=rules)
+                    if with_intermediate else None)
     if emissions is None:
         status = "no_verified_emissions"
     elif outcome.shortfall > 0:
@@ -328,13 +356,13 @@ async def live_status(conn: AsyncConnection, installation: str, *, now: datetime
     return {"installation_account_id": installation, "period": period.period, "status": status,
             "to_surrender": outcome.shortfall if emissions is not None else 0, "emissions": emissions,
             "obligation": outcome.obligation, "delivered_eligible": outcome.counted_total,
-            "deadline": period.surrender_deadline_at.isoformat()}
+            "deadline": period.surrender_deadline_at.isoformat(), "intermediate": intermediate}
 
 
 async def refresh_status(conn: AsyncConnection, installation: str, *, now: datetime, rules: Rules,
                          ctx: HandlerContext | None = None) -> None:
     """Recompute the live status; when it changed, store it and publish ``installation_status_changed``."""
-    current = await live_status(conn, installation, now=now, rules=rules)
+    current = await live_status(conn, installation, now=now, rules=rules, with_intermediate=False)
     if current["period"] is None:
         return
     before = (await conn.execute(select(installation_status).where(
@@ -360,11 +388,13 @@ async def refresh_status(conn: AsyncConnection, installation: str, *, now: datet
 async def projection(conn: AsyncConnection, installation: str, *, holdings: dict[str, Any] | None,
                      period_code: str | None, now: datetime, rules: Rules) -> dict[str, Any]:
     """The position at the deadline if every eligible unit the installation holds (central account, and what
-    is on its way in) were surrendered: what would count, the shortfall, and the penalty it would carry."""
+    is on its way in) were surrendered: what would count, the shortfall, and the penalty it would carry; and
+    ``intermediate``: what is due at the period's next intermediate deadline with what is delivered now, or
+    None."""
     period = await period_or_404(conn, period_code) if period_code else await _open_period(conn, now)
     if period is None:
         raise RegistryError("compliance.no_open_period", field="period")
-    position = await _position(conn, installation, period, rules)
+    position, attested = await _position(conn, installation, period, rules)
     emissions, vintage = position["emissions"], position["period_vintage"]
     carried = await _carried(conn, installation, period.period)
     delivered = await _delivered(conn, installation)
@@ -395,6 +425,7 @@ async def projection(conn: AsyncConnection, installation: str, *, holdings: dict
                 lot.quantity for lot in (*delivered, *central, *incoming) if lot.unit_type == ALLOWANCE
                 and lot.vintage <= vintage))},
         "no_verified_emissions": emissions is None,
+        "intermediate": await _intermediate(conn, period, attested, delivered, now=now, rules=rules),
     }
 
 

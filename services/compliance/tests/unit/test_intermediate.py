@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from compliance.domain.evaluation import (
+    IntermediateStanding,
     Lot,
     Reason,
     Rules,
@@ -21,6 +22,7 @@ from compliance.domain.evaluation import (
     evaluate,
     evaluate_intermediate,
     final_obligation,
+    intermediate_standing,
     period_emissions,
 )
 from compliance.domain.windows import (
@@ -29,6 +31,7 @@ from compliance.domain.windows import (
     due_intermediate_years,
     eligible_vintage,
     intermediate_year,
+    next_intermediate_year,
     period_years,
     report_year,
 )
@@ -199,3 +202,28 @@ def test_intermediate_then_final_never_counts_more_than_the_period_emissions(
     final = evaluate(period_vintage=2021 + len(years) - 1, emissions=total, carried_in=0, credited=credited,
                      rules=rules, delivered=[Lot("allowance", 2021, total)])
     assert final.shortfall == 0 and credited + final.counted_total == total
+
+
+def test_the_next_intermediate_year_is_the_first_whose_deadline_is_to_come_and_not_evaluated() -> None:
+    three = period(2021, 2023)
+    assert next_intermediate_year(three, local(2021, 6, 1)).year == 2021
+    assert next_intermediate_year(three, local(2022, 11, 1, 23, 59, 59)).year == 2021  # its deadline, inclusive
+    assert next_intermediate_year(three, local(2022, 11, 2)).year == 2022
+    assert next_intermediate_year(three, local(2022, 6, 1), evaluated={2021}).year == 2022
+    assert next_intermediate_year(three, local(2023, 11, 2)) is None  # what is due now is the period's own
+    assert next_intermediate_year(period(2021, 2021), local(2021, 6, 1)) is None  # annual: none
+
+
+def test_intermediate_standing_counts_as_the_intermediate_evaluation_would() -> None:
+    delivered = [Lot("allowance", 2021, 200), Lot("allowance", 2022, 500), Lot("offset", 2020, 100)]
+    standing = intermediate_standing(year=2021, emissions=1000, delivered=delivered, rules=CALIFORNIA)
+    # 300 owed: 200 allowances of 2021 count, offsets up to 8 % of 300 = 24; vintage 2022 cannot count.
+    assert standing == IntermediateStanding(year=2021, emissions=1000, obligation=300, delivered_eligible=224,
+                                            shortfall=76)
+    outcome = evaluate_intermediate(year=2021, emissions=1000, delivered=delivered, rules=CALIFORNIA)
+    assert (standing.delivered_eligible, standing.shortfall) == (outcome.counted_total, outcome.shortfall)
+    covered = intermediate_standing(year=2021, emissions=100, delivered=delivered, rules=CALIFORNIA)
+    assert (covered.obligation, covered.delivered_eligible, covered.shortfall) == (30, 30, 0)
+    unreported = intermediate_standing(year=2021, emissions=None, delivered=delivered, rules=CALIFORNIA)
+    assert (unreported.emissions, unreported.obligation, unreported.delivered_eligible,
+            unreported.shortfall) == (None, 0, 0, 0)

@@ -151,6 +151,28 @@ def evaluate_intermediate(*, year: int, emissions: int | None, delivered: Iterab
                   reported=emissions is not None, delivered=delivered, rules=rules, penalty=False)
 
 
+@dataclass(frozen=True)
+class IntermediateStanding:
+    """What an intermediate year's coming deadline asks of one installation, with what its delivery account
+    holds now."""
+
+    year: int
+    emissions: int | None  # the year's attested emissions; None: no attested report yet
+    obligation: int  # ceil(share × emissions); 0 without a report
+    delivered_eligible: int  # delivered units that would count (up to the obligation)
+    shortfall: int
+
+
+def intermediate_standing(*, year: int, emissions: int | None, delivered: Iterable[Lot],
+                          rules: Rules) -> IntermediateStanding:
+    """The intermediate evaluation's own count (``evaluate_intermediate``) run now: vintages up to ``year``,
+    offsets up to the limit share of the year's obligation; the shortfall is what is still to surrender by
+    its deadline."""
+    outcome = evaluate_intermediate(year=year, emissions=emissions, delivered=delivered, rules=rules)
+    return IntermediateStanding(year=year, emissions=emissions, obligation=outcome.obligation,
+                                delivered_eligible=outcome.counted_total, shortfall=outcome.shortfall)
+
+
 def _count(*, period_vintage: int, obligation: int, emissions: int | None, carried_in: int, credited: int,
            reported: bool, delivered: Iterable[Lot], rules: Rules, penalty: bool) -> Outcome:
     lots = _merged(delivered)

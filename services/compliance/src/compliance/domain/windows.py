@@ -4,7 +4,7 @@ intermediate year's surrender deadline."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -167,3 +167,14 @@ def check_intermediate_due(window: YearWindow, now: datetime) -> None:
 def due_intermediate_years(period: PeriodCalendar, now: datetime) -> list[YearWindow]:
     """Intermediate years whose surrender deadline has passed, oldest first."""
     return [w for w in period_years(period) if w.intermediate and now > w.surrender_deadline_at]
+
+
+def next_intermediate_year(period: PeriodCalendar, now: datetime,
+                           evaluated: Collection[int] = ()) -> YearWindow | None:
+    """The intermediate year whose deadline comes next: not passed, and its evaluation (``evaluated``: the
+    years already evaluated) not run. None for an annual period or once the last intermediate deadline has
+    passed (what is due then is the period's own)."""
+    for window in period_years(period):
+        if window.intermediate and now <= window.surrender_deadline_at and window.year not in evaluated:
+            return window
+    return None
