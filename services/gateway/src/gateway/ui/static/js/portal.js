@@ -273,6 +273,14 @@ function projectionTable(account, projection) {
           { className: "numbers" }));
 }
 
+// What a multi-year period's next intermediate deadline asks (the live status's `intermediate`).
+function intermediateFacts(account, due) {
+  return el("div", { "data-testid": `compliance-intermediate-${account.id}` },
+    el("h4", { text: t("portal.intermediate", { year: String(due.year) }) }),
+    facts({ deadline: due.deadline, emissions: due.emissions, obligation: due.obligation,
+            delivered_eligible: due.delivered_eligible, shortfall: due.shortfall }));
+}
+
 async function loadCompliance() {
   const current = turn("compliance");
   const body = document.getElementById("compliance-body");
@@ -298,6 +306,7 @@ async function loadCompliance() {
     }, ({ status, projection, evaluated }) => el("article", { class: "card", "aria-labelledby": `compliance-${account.id}` },
       el("h3", { id: `compliance-${account.id}`, text: accountLabel(account) }),
       status ? el("div", { "data-testid": `compliance-status-${account.id}` }, facts(status)) : null,
+      status && status.intermediate ? intermediateFacts(account, status.intermediate) : null,
       projection ? projectionTable(account, projection) : null,
       evaluated.map((line) => el("div", {}, el("h4", { text: t("portal.evaluated_period", { period: line.period }) }),
                                  facts(line))),
