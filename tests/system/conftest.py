@@ -18,14 +18,7 @@ from aiosmtpd.controller import Controller
 from registry_common.launcher import SystemPlan, start, stop, wait_ready
 from registry_common.ports import free_ports
 from registry_common.settings import SERVICES
-
-
-def log_tails(plan: SystemPlan, lines: int = 15) -> str:
-    out = []
-    for log in sorted(plan.log_dir.glob("*.log")):
-        text = log.read_text(errors="replace").splitlines()[-lines:]
-        out.append(f"--- {log.name}\n" + "\n".join(text))
-    return "\n".join(out)
+from registry_common.testing.private_system import log_tails
 
 
 class Mailbox:
@@ -45,6 +38,10 @@ class Mailbox:
     def received(self) -> list[email.message.EmailMessage]:
         with self.lock:
             return list(self.messages)
+
+    def to(self, address: str) -> list[email.message.EmailMessage]:
+        """The messages received for ``address``, in arrival order."""
+        return [m for m in self.received() if m["To"] == address]
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +94,7 @@ async def system(provisioned_services: dict[str, str], tmp_path_factory: pytest.
         await wait_ready(plan, timeout=120)
     except TimeoutError as exc:
         stop(plan)
-        pytest.fail(f"{exc}\n{log_tails(plan)}")
+        pytest.fail(f"{exc}\n{log_tails(plan, lines=15)}")
     yield plan
     stop(plan)
 

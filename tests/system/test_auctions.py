@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import uuid4
 
-import asyncpg
 import httpx
 import pytest
 
@@ -22,11 +19,10 @@ from registry_common.launcher import SystemPlan
 from registry_common.settings import SERVICES
 from registry_common.testing.fixtures import wait_for
 from registry_common.testing.private_system import private_system
-from registry_common.testing.registry_client import rfc
+from registry_common.testing.registry_client import Party, RegistryClient
 from registry_common.testing.webhook_receiver import Receiver, https_receiver
 
 pytestmark = [pytest.mark.system, pytest.mark.integration]
-PASSWORD = "correct-horse-battery-staple"
 RESERVE = "SYS-RES-PRICE_CONTAINMENT"
 AUTHORITY_EMAIL = "subastas-autoridad@example.mx"
 
@@ -37,71 +33,16 @@ def receiver(webhook_ca, tmp_path_factory) -> Iterator[tuple[Receiver, str]]:
         yield running
 
 
-@dataclass
-class Party:
-    account_id: str
-    user_id: str
-    email: str
-    language: str
-    headers: dict[str, str]
+class Auctions:
+    """The shared client (``registry``: parties, requests) with the auction steps and who takes them: two
+    authority users (``a`` schedules and clears, ``b`` approves), an operator (``ops``); auctions' database."""
 
-
-class Registry:
-    def __init__(self, plan: SystemPlan, http: httpx.AsyncClient, admin: dict[str, str], token_for: Any,
-                 auctions_db: asyncpg.Connection, notifications_db: asyncpg.Connection):
-        self.plan, self.http, self.gw = plan, http, plan.gateway_url
-        tag = secrets.token_hex(3)
-        self.admin = admin  # the bootstrap administrator (creates users and accounts)
-        self.a = {"Authorization": f"Bearer {token_for(f'auction-authority-a-{tag}', 'authority')}",
-                  "Accept-Language": "en"}
-        self.b = {"Authorization": f"Bearer {token_for(f'auction-authority-b-{tag}', 'authority')}",
-                  "Accept-Language": "en"}
-        self.ops = {"Authorization": f"Bearer {token_for(f'auction-admin-{tag}', 'administrator')}",
-                    "Accept-Language": "en"}
-        self.db, self.notifications_db = auctions_db, notifications_db
-
-    async def call(self, method: str, path: str, headers: dict[str, str], body: Any = None, key: bool = False,
-                   expect: int | None = None, params: dict[str, Any] | None = None) -> httpx.Response:
-        extra = {"Idempotency-Key": str(uuid4())} if key else {}
-        answer = await self.http.request(method, f"{self.gw}{path}", json=body, params=params,
-                                         headers={**headers, **extra})
-        if expect is not None:
-            assert answer.status_code == expect, f"{method} {path}: {answer.status_code} {answer.text}"
-        return answer
-
-    async def party(self, language: str, kind: str = "installation", role: str = "installation") -> Party:
-        username = f"bidder-{uuid4().hex[:10]}"
-        email = f"{username}@example.mx"
-        user = (await self.call("POST", "/api/v1/users", self.admin, {
-            "username": username, "display_name": "Representante", "email": email, "language": language,
-            "roles": [role], "password": PASSWORD}, expect=201)).json()
-        account = (await self.call("POST", "/api/v1/accounts", self.admin, {
-            "kind": kind, "name": f"Empresa {username}", "holder": {
-                "name": f"Empresa {username} S.A. de C.V.", "tax_id": rfc(), "address": "Av. Reforma 1, CDMX",
-                "contacts": [{"name": "Contacto", "email": f"c-{username}@example.mx"}]}}, expect=201)).json()
-        await self.call("POST", f"/api/v1/accounts/{account['id']}/approve", self.admin, {}, expect=200)
-        await self.call("POST", f"/api/v1/accounts/{account['id']}/representatives", self.admin,
-                        {"user_id": user["id"], "rights": ["initiate", "approve", "view"]})
-        token = (await self.call("POST", "/api/v1/auth/token", {}, {"username": username, "password": PASSWORD},
-                                 expect=200)).json()["access_token"]
-        for db, what in ((self.db, "auctions"), (self.notifications_db, "notifications")):
-            await wait_for(lambda db=db: db.fetchval(
-                "SELECT count(*) FROM known_representatives WHERE account_id = $1", account["id"]),
-                timeout=60, what=f"{what} to learn of account {account['id']} and its representative")
-        await wait_for(lambda: self.notifications_db.fetchval(
-            "SELECT count(*) FROM known_users WHERE user_id = $1", user["id"]), timeout=60,
-            what="notifications to learn of the user")
-        return Party(account["id"], user["id"], email, language,
-                     {"Authorization": f"Bearer {token}", "Accept-Language": "en"})
-
-    async def subscribe(self, party: Party, receiver: tuple[Receiver, str]) -> str:
-        app, base = receiver
-        name = f"auction-{party.account_id}"
-        body = (await self.call("POST", "/api/v1/webhook-subscriptions", party.headers,
-                                {"account_id": party.account_id, "url": f"{base}/hook/{name}"}, expect=201)).json()
-        with app.lock:
-            app.secrets[name], app.modes[name] = body["secret"], "ok"
-        return name
+    def __init__(self, plan: SystemPlan, registry: RegistryClient, b: dict[str, str], ops: dict[str, str]):
+        self.plan, self.registry, self.http = plan, registry, registry.http
+        self.call, self.party = registry.call, registry.party
+        self.a = {**registry.authority, "Accept-Language": "en"}
+        self.b, self.ops = {**b, "Accept-Language": "en"}, {**ops, "Accept-Language": "en"}
+        self.db = registry.databases["auctions"]
 
     # The programme clock ------------------------------------------------------------------------------
     async def programme_now(self) -> datetime:
@@ -179,31 +120,22 @@ class Registry:
 
 
 @pytest.fixture(scope="module")
-async def reg(registry_env, tmp_path_factory, mailbox, webhook_ca, token_for) -> AsyncIterator[Registry]:
-    """A system of its own (its programme clock moves a year and more here; the authority has an address)."""
+async def reg(registry_env, tmp_path_factory, mailbox, webhook_ca, token_for) -> AsyncIterator[Auctions]:
+    """A system of its own (its programme clock moves a year and more here; the authority has an address).
+    Parties are handed out once auctions and notifications, too, know them."""
     env = {"REGISTRY_SMTP_HOST": mailbox.host, "REGISTRY_SMTP_PORT": str(mailbox.port),
            "REGISTRY_WEBHOOK_CA_FILE": str(webhook_ca[1]), "REGISTRY_DELIVERY_POLL_SECONDS": "0.2",
            "REGISTRY_AUTHORITY_EMAILS": AUTHORITY_EMAIL, "REGISTRY_SWEEP_INTERVAL_SECONDS": "0.2"}
-    async with private_system(registry_env, tmp_path_factory.mktemp("auctions-system"), "u", env) as (plan, own):
-        server = own["REGISTRY_ADMIN_DATABASE_URL"].rsplit("/", 1)[0]
-        auctions_db = await asyncpg.connect(f"{server}/{own['REGISTRY_DATABASE_PREFIX']}auctions")
-        notifications_db = await asyncpg.connect(f"{server}/{own['REGISTRY_DATABASE_PREFIX']}notifications")
-        try:
-            async with httpx.AsyncClient(timeout=30) as http:
-                signed_in = await http.post(f"{plan.gateway_url}/api/v1/auth/token", json={
-                    "username": "admin", "password": own["REGISTRY_BOOTSTRAP_ADMIN_PASSWORD"]})
-                admin = {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
-                yield Registry(plan, http, admin, token_for, auctions_db, notifications_db)
-        finally:
-            await auctions_db.close()
-            await notifications_db.close()
+    tag = secrets.token_hex(3)
+    async with private_system(registry_env, tmp_path_factory.mktemp("auctions-system"), "u", env) as (plan, own), \
+            RegistryClient.of(plan.gateway_url, own, databases=["auctions", "notifications"],
+                              authority_token=token_for(f"auction-authority-a-{tag}", "authority")) as registry:
+        yield Auctions(plan, registry,
+                       b={"Authorization": f"Bearer {token_for(f'auction-authority-b-{tag}', 'authority')}"},
+                       ops={"Authorization": f"Bearer {token_for(f'auction-admin-{tag}', 'administrator')}"})
 
 
-def mails_to(mailbox: Any, address: str) -> list[Any]:
-    return [m for m in mailbox.received() if m["To"] == address]
-
-
-async def test_auctions_clear_settle_forfeit_and_tell_every_bidder(reg: Registry, mailbox, receiver):
+async def test_auctions_clear_settle_forfeit_and_tell_every_bidder(reg: Auctions, mailbox, receiver):
     # The programme: auctions are allowed from its second period (the pilot's 2021).
     periods = await wait_for(lambda: reg.db.fetch("SELECT period, vintage, starts_at, ends_at FROM known_periods "
                                                   "ORDER BY starts_at"), timeout=60, what="auctions to know periods")
@@ -223,12 +155,14 @@ async def test_auctions_clear_settle_forfeit_and_tell_every_bidder(reg: Registry
         "quantity": 30_000}, key=True, expect=201)
     before = {a: await reg.holds(a, vintage) for a in ("SYS-CAP", "SYS-AUCTION", RESERVE)}
 
-    p1, p2 = await reg.party("es"), await reg.party("en")
-    p3 = await reg.party("en", "intermediary", "intermediary")
-    p4 = await reg.party("es", "intermediary", "intermediary")
-    outsider = await reg.party("en")
+    p1, p2 = await reg.party(language="es"), await reg.party(language="en")
+    p3 = await reg.party("intermediary", "intermediary", language="en")
+    p4 = await reg.party("intermediary", "intermediary", language="es")
+    outsider = await reg.party(language="en")
     bidders = (p1, p2, p3, p4)
-    hooks = {p.account_id: await reg.subscribe(p, receiver) for p in bidders}
+    hooks = {p.account_id: f"auction-{p.account_id}" for p in bidders}
+    for party in bidders:
+        await reg.registry.webhook(party, receiver, hooks[party.account_id])
 
     window = {"currency": "MXN", "vintage": vintage, "bidding_opens_at": now.isoformat(),
               "bidding_closes_at": (now + timedelta(hours=1)).isoformat(),
@@ -349,8 +283,8 @@ async def test_auctions_clear_settle_forfeit_and_tell_every_bidder(reg: Registry
     for party in bidders:
         wanted = sorted(expected_types[party.account_id])
         count = len(wanted)
-        mails = await wait_for(lambda party=party, count=count: len(mails_to(mailbox, party.email)) >= count
-                               and mails_to(mailbox, party.email), timeout=60, what=f"e-mails to {party.email}")
+        mails = await wait_for(lambda party=party, count=count: len(mailbox.to(party.email)) >= count
+                               and mailbox.to(party.email), timeout=60, what=f"e-mails to {party.email}")
         assert len(mails) == count and {m["Content-Language"] for m in mails} == {party.language}
         hooks_seen = await wait_for(lambda party=party, count=count: len(app.distinct(hooks[party.account_id]))
                                     >= count and app.distinct(hooks[party.account_id]), timeout=60,
@@ -361,10 +295,10 @@ async def test_auctions_clear_settle_forfeit_and_tell_every_bidder(reg: Registry
                                 expect=200)).json()
         assert sorted(i["notification_type"] for i in inbox["items"]) == wanted
         assert {m["X-Registry-Event-ID"] for m in mails} == {h["data"]["event_id"] for h in hooks_seen.values()}
-    forfeit_mail = [m for m in mails_to(mailbox, p4.email) if m["Subject"].startswith("Adjudicación perdida")]
+    forfeit_mail = [m for m in mailbox.to(p4.email) if m["Subject"].startswith("Adjudicación perdida")]
     assert len(forfeit_mail) == 1
     # The authority's configured recipient hears of each consigned auction and of the forfeiture.
-    authority = await wait_for(lambda: len(mails_to(mailbox, AUTHORITY_EMAIL)) >= 4
-                               and mails_to(mailbox, AUTHORITY_EMAIL), timeout=60, what="the authority's e-mails")
+    authority = await wait_for(lambda: len(mailbox.to(AUTHORITY_EMAIL)) >= 4
+                               and mailbox.to(AUTHORITY_EMAIL), timeout=60, what="the authority's e-mails")
     subjects = sorted(m["Subject"].split(":")[0] for m in authority)
     assert subjects == ["Adjudicación perdida"] + ["Subasta programada"] * 3, subjects

@@ -33,6 +33,7 @@ from registry_common.launcher import SystemPlan, process_pid, start, stop, wait_
 from registry_common.ports import free_ports
 from registry_common.settings import SERVICES
 from registry_common.testing.fixtures import check_connection_limit, drop_databases, wait_for
+from registry_common.testing.private_system import log_tails
 from registry_common.testing.rabbit_node import RabbitNode, rabbit_node
 from registry_common.testing.rabbit_node import available as rabbit_node_available
 from registry_common.testing.registry_client import FINAL_STATES, Party, RegistryClient
@@ -49,11 +50,6 @@ PAST_REQUESTED = {"awaiting_acceptance", "reversing", *FINAL_STATES}  # a slow c
 
 
 # The system of this module --------------------------------------------------------------------------
-def log_tails(plan: SystemPlan, lines: int = 20) -> str:
-    return "\n".join(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-                     for log in sorted(plan.log_dir.glob("*.log")))
-
-
 @pytest.fixture(scope="module")
 def rabbit(run_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
     """A RabbitMQ node of this module's own: stopped and its directory removed at the end."""
@@ -109,11 +105,9 @@ async def fault_system(fault_env: dict[str, str], tmp_path_factory: pytest.TempP
 @pytest.fixture(scope="module")
 async def registry(fault_system: SystemPlan, fault_env: dict[str, str], token_for: Any
                    ) -> AsyncIterator[RegistryClient]:
-    server = fault_env["REGISTRY_ADMIN_DATABASE_URL"].rsplit("/", 1)[0]
-    async with RegistryClient.open(
-        fault_system.gateway_url, admin_password=fault_env["REGISTRY_BOOTSTRAP_ADMIN_PASSWORD"],
+    async with RegistryClient.of(
+        fault_system.gateway_url, fault_env,
         authority_token=token_for("authority-1", "authority", lifetime=timedelta(hours=1)),
-        transfers_dsn=f"{server}/{fault_env['REGISTRY_DATABASE_PREFIX']}transfers",
     ) as client:
         yield client
 

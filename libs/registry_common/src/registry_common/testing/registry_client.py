@@ -2,23 +2,28 @@
 
 A *party* is a user who represents one approved account with every right (created by the
 administrator, signed in with its own password); the authority funds it from the cap account; transfers
-are requested, polled, accepted, rejected or cancelled with the parties' own tokens.
+are requested, polled, accepted, rejected or cancelled with the parties' own tokens. A party is handed
+out once every service whose database the client holds (transfers' always; more on request) knows it.
 
     async with RegistryClient.open(gateway_url, admin_password=..., authority_token=...,
                                    transfers_dsn=...) as registry:
         sender, receiver = await registry.party(), await registry.party("intermediary", "intermediary")
         await registry.fund(sender, 100)
         transfer = (await registry.transfer(sender, receiver, 30)).json()
+
+    # A system started with the REGISTRY_* settings ``env``; notifications must know each party too:
+    async with RegistryClient.of(plan.gateway_url, env, authority_token=..., databases=["notifications"]) as registry:
+        party = await registry.party(language="es")  # its e-mails, inbox and webhooks in Spanish
 """
 
 from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import AsyncIterator, Collection
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Collection, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import asyncpg
@@ -26,8 +31,19 @@ import httpx
 
 from registry_common.testing.fixtures import wait_for
 
+if TYPE_CHECKING:
+    from registry_common.testing.webhook_receiver import Receiver
+
 PASSWORD = "correct-horse-battery-staple"
 FINAL_STATES = frozenset({"completed", "reversed", "failed"})
+# What a service's read model must hold of a new party before ``party`` hands it out: (query, "account" or
+# "user": whose id is $1). A database the client holds for a service not named here is only for queries.
+_KNOWS_REPRESENTATIVE = ("SELECT count(*) FROM known_representatives WHERE account_id = $1", "account")
+LEARNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "transfers": (_KNOWS_REPRESENTATIVE,),
+    "auctions": (_KNOWS_REPRESENTATIVE,),
+    "notifications": (_KNOWS_REPRESENTATIVE, ("SELECT count(*) FROM known_users WHERE user_id = $1", "user")),
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +51,8 @@ class Party:
     account_id: str
     user_id: str
     headers: dict[str, str]
+    email: str = ""  # the representative's
+    language: str | None = None  # the representative's, if chosen (else the registry's default)
 
 
 def rfc() -> str:
@@ -46,27 +64,46 @@ def rfc() -> str:
 
 class RegistryClient:
     def __init__(self, http: httpx.AsyncClient, gateway_url: str, *, admin: dict[str, str],
-                 authority: dict[str, str], transfers_db: asyncpg.Pool):
+                 authority: dict[str, str], transfers_db: asyncpg.Pool,
+                 databases: Mapping[str, asyncpg.Pool] | None = None):
         self.http = http
         self.gateway_url = gateway_url
         self.admin = admin
         self.authority = authority
         self.transfers_db = transfers_db  # to see when transfers' read model knows a new account
+        # service -> its database: each a new party waits for (see LEARNS), and for the tests' own queries
+        self.databases: dict[str, asyncpg.Pool] = {"transfers": transfers_db, **(databases or {})}
 
     @classmethod
     @asynccontextmanager
     async def open(cls, gateway_url: str, *, admin_password: str, authority_token: str, transfers_dsn: str,
-                   connections: int = 100, request_timeout: float = 30.0) -> AsyncIterator[RegistryClient]:
-        """Sign in as the first administrator (``admin``); ``authority_token`` funds parties."""
+                   databases: Mapping[str, str] | None = None, connections: int = 100,
+                   request_timeout: float = 30.0) -> AsyncIterator[RegistryClient]:
+        """Sign in as the first administrator (``admin``); ``authority_token`` funds parties. ``databases``
+        (service -> DSN): more services' databases, in ``self.databases``."""
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        async with httpx.AsyncClient(timeout=request_timeout, limits=limits) as http, \
-                asyncpg.create_pool(transfers_dsn, min_size=1, max_size=4) as pool:
+        async with AsyncExitStack() as stack:
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=request_timeout, limits=limits))
+            pool = await stack.enter_async_context(asyncpg.create_pool(transfers_dsn, min_size=1, max_size=4))
+            more = {service: await stack.enter_async_context(asyncpg.create_pool(dsn, min_size=1, max_size=4))
+                    for service, dsn in (databases or {}).items()}
             signed_in = await http.post(f"{gateway_url}/api/v1/auth/token",
                                         json={"username": "admin", "password": admin_password})
             assert signed_in.status_code == 200, signed_in.text
             admin = {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
             yield cls(http, gateway_url, admin=admin, authority={"Authorization": f"Bearer {authority_token}"},
-                      transfers_db=pool)
+                      transfers_db=pool, databases=more)
+
+    @classmethod
+    def of(cls, gateway_url: str, env: Mapping[str, str], *, authority_token: str, databases: Collection[str] = (),
+           **options: Any) -> AbstractAsyncContextManager[RegistryClient]:
+        """``open`` for a system started with the ``REGISTRY_*`` settings ``env``: the administrator's password
+        and the databases (transfers' and those of the services named in ``databases``) come from it."""
+        server = env["REGISTRY_ADMIN_DATABASE_URL"].rsplit("/", 1)[0]
+        prefix = env["REGISTRY_DATABASE_PREFIX"]
+        return cls.open(gateway_url, admin_password=env["REGISTRY_BOOTSTRAP_ADMIN_PASSWORD"],
+                        authority_token=authority_token, transfers_dsn=f"{server}/{prefix}transfers",
+                        databases={service: f"{server}/{prefix}{service}" for service in databases}, **options)
 
     async def call(self, method: str, path: str, headers: dict[str, str], body: Any = None, *, key: bool = False,
                    expect: int | None = None, params: dict[str, Any] | None = None) -> httpx.Response:
@@ -79,13 +116,17 @@ class RegistryClient:
         return answer
 
     # Parties -------------------------------------------------------------------------------------
-    async def party(self, kind: str = "installation", role: str = "installation") -> Party:
-        """A new user representing a new approved account of ``kind`` with initiate, approve and view;
-        returned once transfers' read model knows the account and the representative."""
+    async def party(self, kind: str = "installation", role: str = "installation", *,
+                    language: str | None = None) -> Party:
+        """A new user (speaking ``language``, if given) representing a new approved account of ``kind`` with
+        initiate, approve and view; returned once every service in ``self.databases`` that LEARNS names
+        knows what it must of the account, the representative and the user."""
         username = f"rep-{uuid4().hex[:10]}"
+        email = f"{username}@example.mx"
         user = (await self.call("POST", "/api/v1/users", self.admin, {
-            "username": username, "display_name": "Representante", "email": f"{username}@example.mx",
-            "roles": [role], "password": PASSWORD}, expect=201)).json()
+            "username": username, "display_name": "Representante", "email": email,
+            **({"language": language} if language else {}), "roles": [role], "password": PASSWORD},
+            expect=201)).json()
         account = (await self.call("POST", "/api/v1/accounts", self.admin, {
             "kind": kind, "name": f"Empresa {username}", "holder": {
                 "name": f"Empresa {username} S.A. de C.V.", "tax_id": rfc(), "address": "Av. Reforma 1, CDMX",
@@ -96,10 +137,14 @@ class RegistryClient:
         assert linked.status_code in (200, 201), linked.text
         token = (await self.call("POST", "/api/v1/auth/token", {}, {"username": username, "password": PASSWORD},
                                  expect=200)).json()["access_token"]
-        await wait_for(lambda: self.transfers_db.fetchval(
-            "SELECT count(*) FROM known_representatives WHERE account_id = $1", account["id"]),
-            timeout=60, what=f"transfers to learn of account {account['id']} and its representative")
-        return Party(account["id"], user["id"], {"Authorization": f"Bearer {token}", "Accept-Language": "en"})
+        ids = {"account": account["id"], "user": user["id"]}
+        for service, db in self.databases.items():
+            for query, by in LEARNS.get(service, ()):
+                await wait_for(lambda db=db, query=query, by=by: db.fetchval(query, ids[by]), timeout=60,
+                               what=f"{service} to learn of {by} {ids[by]}"
+                                    + (" and its representative" if by == "account" else ""))
+        return Party(account["id"], user["id"], {"Authorization": f"Bearer {token}", "Accept-Language": "en"},
+                     email, language)
 
     async def fund(self, party: Party, units: int) -> None:
         """Issue ``units`` allowances of 2021 into the cap account and allocate them to the party."""
@@ -115,11 +160,24 @@ class RegistryClient:
                                  expect=200)
         return int(answer.json()["total"])
 
+    async def webhook(self, party: Party, receiver: tuple[Receiver, str], name: str,
+                      mode: str = "ok") -> dict[str, Any]:
+        """Subscribe the party's account to the test receiver's endpoint ``name`` (answering by ``mode``, see
+        webhook_receiver) and give the endpoint the subscription's secret; returns the subscription."""
+        app, base = receiver
+        body = (await self.call("POST", "/api/v1/webhook-subscriptions", party.headers,
+                                {"account_id": party.account_id, "url": f"{base}/hook/{name}"}, expect=201)).json()
+        with app.lock:
+            app.secrets[name], app.modes[name] = body["secret"], mode
+        return body
+
     # Transfers -----------------------------------------------------------------------------------
-    async def transfer(self, sender: Party, receiver: Party, quantity: Any, **extra: Any) -> httpx.Response:
+    async def transfer(self, sender: Party, receiver: Party, quantity: Any, *, expect: int | None = None,
+                       **extra: Any) -> httpx.Response:
+        """``extra``: more (or other) fields of the request; ``expect`` asserts the status."""
         return await self.call("POST", "/api/v1/transfers", sender.headers, {
             "sender_account_id": sender.account_id, "receiver_account_id": receiver.account_id,
-            "unit_type": "allowance", "quantity": quantity, **extra}, key=True)
+            "unit_type": "allowance", "quantity": quantity, **extra}, key=True, expect=expect)
 
     async def act(self, transfer_id: str, action: str, who: Party) -> httpx.Response:
         """accept | reject | cancel | approve | decline."""
