@@ -8,6 +8,7 @@ back) and its API processes read it from there. Every process shows its offset i
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,8 +23,12 @@ if TYPE_CHECKING:
     from registry_contracts.issuance import ProgrammeClockMoved
 
 
+_CLOCK_ROW = select(programme_clock).where(programme_clock.c.id == 1)
+
+
 class ProgrammeClock:
-    """Reads the offset from the service's database, at most every ``refresh_seconds``."""
+    """Reads the offset from the service's database, at most every ``refresh_seconds``; requests arriving
+    while a read is under way wait for that read rather than each starting its own."""
 
     def __init__(self, engine: AsyncEngine | None, refresh_seconds: float = 0.5, offset_us: int = 0):
         self.engine = engine
@@ -31,6 +36,7 @@ class ProgrammeClock:
         self.offset_us = offset_us
         self.version = 0
         self._loaded_at = float("-inf")
+        self._reading = asyncio.Lock()
 
     def now(self) -> datetime:
         return datetime.now(UTC) + timedelta(microseconds=self.offset_us)
@@ -40,11 +46,14 @@ class ProgrammeClock:
             return
         if not force and time.monotonic() - self._loaded_at < self.refresh_seconds:
             return
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(programme_clock).where(programme_clock.c.id == 1))).first()
-        if row is not None:
-            self.offset_us, self.version = row.offset_us, row.version
-        self._loaded_at = time.monotonic()
+        async with self._reading:  # one read at a time; those who waited find it fresh
+            if not force and time.monotonic() - self._loaded_at < self.refresh_seconds:
+                return
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(_CLOCK_ROW)).first()
+            if row is not None:
+                self.offset_us, self.version = row.offset_us, row.version
+            self._loaded_at = time.monotonic()
 
     def describe(self) -> dict[str, Any]:
         return {
