@@ -269,3 +269,30 @@ async def test_a_large_batch_is_set_based_and_keeps_every_invariant(ledger_api: 
     assert after[cap] == before[cap] - moved and after[c] == before[c]
     assert after[a] + after[b] == before[a] + before[b] + moved
     assert (await ledger_api.audit())["ok"]
+
+
+async def test_serial_numbers_beyond_32_bits_move_merge_and_audit(ledger_api: Ledger, provisioned_services):
+    """Serials are 64-bit: once the registry has issued more than 2^31 units, issuing, moving, holding,
+    settling and merging neighbour blocks work the same (every statement binds them as BIGINT)."""
+    settings = settings_from_env(provisioned_services, "accounts")
+    owner = make_engine(settings.owner_database_url, pool_size=0, application_name="ledger-test-serials")
+    async with owner.begin() as conn:
+        await conn.execute(text("UPDATE ledger_settings SET next_serial = greatest(next_serial, 5000000000) "
+                                "WHERE id = 1"))
+    await owner.dispose()
+    cap, a, b = ledger_api.account("CAP"), ledger_api.account("A"), ledger_api.account("B")
+    issued = await ledger_api.move("issuance", cap, 1000, vintage=2029)
+    assert issued.status_code == 201, issued.text
+    assert issued.json()["serial_range"]["start"] >= 5_000_000_000
+    for _ in range(3):  # each allocation lands next to the previous one in A: merged into one block
+        moved = await ledger_api.move("allocation", a, 10, frm=cap, vintage=2029)
+        assert moved.status_code == 201, moved.text
+    held = await ledger_api.hold(a, b, 5, vintage=2029)
+    assert held.status_code == 201, held.text
+    settled = await ledger_api.client.post(f"/api/v1/ledger/holds/{held.json()['transfer_id']}/settle",
+                                           headers=ledger_api.authority)
+    assert settled.json()["state"] == "settled", settled.text
+    holdings = (await ledger_api.client.get(f"/api/v1/accounts/{a}/holdings", headers=ledger_api.authority)).json()
+    line = next(h for h in holdings["by_type_and_vintage"] if h["vintage"] == 2029)
+    assert line["quantity"] == 25 and len(line["blocks"]) == 1 and line["blocks"][0]["start"] >= 5_000_000_000
+    assert (await ledger_api.audit())["ok"]

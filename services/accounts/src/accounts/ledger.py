@@ -136,7 +136,8 @@ _NEIGHBOURS = {
     place_by: select(unit_blocks.c.id, unit_blocks.c.serial_start, unit_blocks.c.serial_end).where(
         column == bindparam("place"), unit_blocks.c.unit_type == bindparam("unit_type"),
         unit_blocks.c.vintage == bindparam("vintage"), unit_blocks.c.origin == bindparam("origin"),
-        or_(unit_blocks.c.serial_end == bindparam("start") - 1, unit_blocks.c.serial_start == bindparam("end") + 1))
+        or_(unit_blocks.c.serial_end == bindparam("start", type_=BigInteger) - 1,
+            unit_blocks.c.serial_start == bindparam("end", type_=BigInteger) + 1))
     for place_by, column in (("hold", unit_blocks.c.hold_id), ("account", unit_blocks.c.account_id))
 }
 _NEW_BLOCK = insert(unit_blocks).values(
