@@ -6,6 +6,8 @@ only the public key. A token carries the user id (``sub``), user name, roles and
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -71,14 +73,27 @@ def _read_key(path: Path) -> bytes:
     return path.read_bytes()
 
 
+@cache
+def _verifying_key(path: Path) -> Any:
+    """The public key, parsed once (PyJWT would parse the PEM again for every token it verifies)."""
+    return serialization.load_pem_public_key(_read_key(path))
+
+
+VERIFIED_TOKENS = 4096
+"""How many verified tokens a codec remembers (a client sends the same token with every request)."""
+
+
 class TokenCodec:
-    """Signs (where the private key is present) and verifies tokens."""
+    """Signs (where the private key is present) and verifies tokens. A token verified once is remembered
+    (least recently used first out) with its expiry: until then the same bytes give the same principal
+    without checking the signature again; past it the token is refused as expired."""
 
     def __init__(self, *, public_key_file: Path, private_key_file: Path | None, issuer: str, audience: str):
         self._public_key_file = public_key_file
         self._private_key_file = private_key_file
         self.issuer = issuer
         self.audience = audience
+        self._verified: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
 
     def issue(
         self, *, user_id: str, username: str, roles: Iterable[str], lifetime: timedelta, **claims: Any
@@ -100,10 +115,25 @@ class TokenCodec:
         return jwt.encode(body, _read_key(self._private_key_file), algorithm=ALGORITHM)
 
     def verify(self, token: str) -> Principal:
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            expires, principal = remembered
+            if time.time() < expires:
+                self._verified.move_to_end(token)
+                return principal
+            del self._verified[token]
+            raise RegistryError("auth.token_expired")
+        principal, expires = self._decode(token)
+        self._verified[token] = (expires, principal)
+        if len(self._verified) > VERIFIED_TOKENS:
+            self._verified.popitem(last=False)
+        return principal
+
+    def _decode(self, token: str) -> tuple[Principal, float]:
         try:
             claims = jwt.decode(
                 token,
-                _read_key(self._public_key_file),
+                _verifying_key(self._public_key_file),
                 algorithms=[ALGORITHM],
                 audience=self.audience,
                 issuer=self.issuer,
@@ -119,7 +149,7 @@ class TokenCodec:
             user_id=str(claims["sub"]),
             username=str(claims.get("name", claims["sub"])),
             roles=frozenset(claims.get("roles", [])),
-        )
+        ), float(claims["exp"])
 
 
 def codec_from_settings(settings: Any) -> TokenCodec:
