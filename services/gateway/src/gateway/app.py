@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.routing import Route
 
 import gateway.errors  # noqa: F401  (registers the gateway's error codes)
 from gateway.merged import install_merged_views
@@ -151,7 +152,6 @@ def create_app(
     install_ui(app)  # the dashboard and portal's static files at /ui/ (before the catch-all)
     own_paths = {route.path for route in app.routes if hasattr(route, "path")}
 
-    @app.api_route("/{path:path}", methods=FORWARDED_METHODS, include_in_schema=False)
     async def entry(request: Request) -> Response:
         path = request.url.path
         if path in own_paths:  # the gateway's own route, with another method
@@ -166,6 +166,9 @@ def create_app(
             raise RegistryError("gateway.upstream_unavailable", service=route.service)
         return await forward(request, client, route.service, request.app.state.transports.get(route.service))
 
+    # A plain Starlette route, last: it takes the request as it is, so FastAPI's per-request dependency
+    # solving (parameters, a response object, an exit stack) has nothing to do for every forwarded call.
+    app.router.routes.append(Route("/{path:path}", entry, methods=list(FORWARDED_METHODS), include_in_schema=False))
     return app
 
 
