@@ -10,7 +10,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import Header
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -25,25 +25,31 @@ def request_hash(body: Any) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
+# Built once (every write request with a key runs them).
+_CLAIM = (pg_insert(idempotency_keys).values(key=bindparam("key"), principal=bindparam("principal"),
+                                            request_hash=bindparam("request_hash"), status_code=0, response={})
+          .on_conflict_do_nothing().returning(idempotency_keys.c.key))
+_STORED = select(idempotency_keys).where(idempotency_keys.c.key == bindparam("key"),
+                                         idempotency_keys.c.principal == bindparam("principal"))
+_REMEMBER = (update(idempotency_keys)
+             .where(idempotency_keys.c.key == bindparam("the_key"),
+                    idempotency_keys.c.principal == bindparam("the_principal"))
+             .values(status_code=bindparam("status_code"), response=bindparam("response")))
+
+
 async def reserve(conn: AsyncConnection, key: str, principal: str, body: Any) -> dict[str, Any] | None:
     """Reserve ``key`` for this request. Returns the stored ``{"status_code", "response"}`` when the key
     was already used with the same body; raises when it was used with another body."""
     digest = request_hash(body)
-    claimed = (await conn.execute(
-        pg_insert(idempotency_keys)
-        .values(key=key, principal=principal, request_hash=digest, status_code=0, response={})
-        .on_conflict_do_nothing().returning(idempotency_keys.c.key)
-    )).first()
+    claimed = (await conn.execute(_CLAIM, {"key": key, "principal": principal, "request_hash": digest})).first()
     if claimed is not None:
         return None
-    stored = (await conn.execute(select(idempotency_keys).where(
-        idempotency_keys.c.key == key, idempotency_keys.c.principal == principal))).one()
+    stored = (await conn.execute(_STORED, {"key": key, "principal": principal})).one()
     if stored.request_hash != digest:
         raise RegistryError("request.idempotency_key_reused", field="Idempotency-Key")
     return {"status_code": stored.status_code, "response": stored.response}
 
 
 async def remember(conn: AsyncConnection, key: str, principal: str, status_code: int, response: Any) -> None:
-    await conn.execute(update(idempotency_keys)
-                       .where(idempotency_keys.c.key == key, idempotency_keys.c.principal == principal)
-                       .values(status_code=status_code, response=json.loads(json.dumps(response, default=str))))
+    await conn.execute(_REMEMBER, {"the_key": key, "the_principal": principal, "status_code": status_code,
+                                   "response": json.loads(json.dumps(response, default=str))})

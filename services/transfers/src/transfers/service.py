@@ -153,7 +153,7 @@ async def save(conn: AsyncConnection, row: Any, transfer: Transfer, outgoing: Ou
         "transfer_id": row.id, "new_state": transfer.state, "new_reason": transfer.reason,
         "new_failure_code": transfer.failure_code, "new_deadline": transfer.acceptance_deadline})).one()
     if transfer.history:
-        await conn.execute(insert(transfer_history), [
+        await conn.execute(_HISTORY_ROW, [
             {"transfer_id": row.id, "from_state": before, "to_state": after, "event": why, "actor": step.actor,
              "at": step.at} for before, after, why in transfer.history])
     transfer.history.clear()
@@ -205,6 +205,12 @@ async def known_accounts_of(conn: AsyncConnection, wanted: list[tuple[str, str]]
 
 
 # Requests by people ----------------------------------------------------------------------------------
+_NEW_TRANSFER = insert(transfers).values(
+    id=bindparam("id"), sender_account_id=bindparam("sender_account_id"),
+    receiver_account_id=bindparam("receiver_account_id"), unit_type=bindparam("unit_type"),
+    vintage=bindparam("vintage"), quantity=bindparam("quantity"), state=bindparam("state"),
+    requested_by=bindparam("requested_by"), requested_at=bindparam("requested_at")).returning(transfers)
+_HISTORY_ROW = insert(transfer_history)  # with a list of rows: one statement, compiled once
 async def request_transfer(conn: AsyncConnection, *, body: dict[str, Any], who: Principal, now: datetime,
                            available: int | None, sender_rights: set[str] | None = None) -> Any:
     """``available``: the sender's balance for this unit type (and vintage) from the accounts API, or
@@ -232,12 +238,12 @@ async def request_transfer(conn: AsyncConnection, *, body: dict[str, Any], who: 
                             requested=body["quantity"])
     state = State.AWAITING_SENDER_APPROVAL if sender.sender_approval_required else State.REQUESTED
     transfer_id = uuid4()
-    row = (await conn.execute(insert(transfers).values(
-        id=transfer_id, sender_account_id=sender_id, receiver_account_id=receiver_id, unit_type=body["unit_type"],
-        vintage=body.get("vintage"), quantity=body["quantity"], state=state, requested_by=who.user_id,
-        requested_at=now).returning(transfers))).one()
-    await conn.execute(insert(transfer_history).values(transfer_id=transfer_id, from_state=None, to_state=state,
-                                                       event="requested", actor=who.user_id, at=now))
+    row = (await conn.execute(_NEW_TRANSFER, {
+        "id": transfer_id, "sender_account_id": sender_id, "receiver_account_id": receiver_id,
+        "unit_type": body["unit_type"], "vintage": body.get("vintage"), "quantity": body["quantity"],
+        "state": state, "requested_by": who.user_id, "requested_at": now})).one()
+    await conn.execute(_HISTORY_ROW, [{"transfer_id": transfer_id, "from_state": None, "to_state": state,
+                                       "event": "requested", "actor": who.user_id, "at": now}])
     if state is State.REQUESTED:
         messages = [_command(row, Outgoing(command="hold")), _event("transfer_requested", row)]
         await OUTBOX.add_many(conn, [m for m in messages if m is not None], correlation_id=str(transfer_id))
