@@ -8,11 +8,13 @@ adjustment, bad input refused with nothing changed, and a clean ledger audit."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
+from registry_common.launcher import supervisorctl
 from registry_common.testing.compliance import ComplianceWorld, compliance_world, local
 from registry_common.testing.fixtures import wait_for
 from registry_common.testing.webhook_receiver import Receiver, https_receiver
@@ -176,7 +178,25 @@ async def test_4_not_due_before_the_deadline_then_evaluated_by_the_clock(world: 
     not_yet = await world.call("GET", "/api/v1/compliance/periods/2020/evaluations", world.registry.authority)
     assert not_yet.status_code == 404
 
-    await world.move_clock(local(2021, 11, 2, 9))  # the deadline (1 November 23:59:59) has passed
+    # A surrender made before the deadline whose answer has not come back holds the evaluation: the ledger's
+    # worker is stopped, the surrender waits in the broker, and the pending evaluation says what it waits for.
+    await world.issue(world.installations["over"], "allowance", 2020, 1)
+    await world.move_clock(local(2021, 11, 1, 23))
+    await asyncio.to_thread(supervisorctl, world.plan, "stop", "accounts-worker")
+    try:
+        waiting = await world.surrender(world.installations["over"], "allowance", 1)
+        assert waiting.status_code == 202, waiting.text
+        await world.move_clock(local(2021, 11, 2, 9), except_services=["accounts"])  # the deadline has passed
+
+        async def held_back() -> dict[str, Any] | None:
+            answer = await world.call("GET", "/api/v1/compliance/periods/2020/evaluations", world.registry.authority)
+            return answer.json() if answer.status_code == 200 else None
+
+        pending = await wait_for(held_back, timeout=30, what="the evaluation of 2020 to be created")
+        assert pending["state"] == "pending", pending
+        assert pending["waiting_for"] == {"unanswered_surrenders": [waiting.json()["id"]], "evaluations_first": []}
+    finally:
+        await asyncio.to_thread(supervisorctl, world.plan, "start", "accounts-worker")
 
     async def completed() -> dict[str, Any] | None:
         answer = await world.call("GET", "/api/v1/compliance/periods/2020/evaluations", world.registry.authority)
@@ -192,7 +212,7 @@ async def test_4_not_due_before_the_deadline_then_evaluated_by_the_clock(world: 
     expected = {  # status, reason, obligation, allowances counted, offsets counted, shortfall, returned
         "compliant": ("compliant", None, 1000, 1000, 0, 0, 0),
         "short": ("non_compliant", "shortfall", 1000, 600, 0, 400, 0),
-        "over": ("compliant", None, 500, 500, 0, 0, 300),
+        "over": ("compliant", None, 500, 500, 0, 0, 301),  # 800 surrendered, then the one held back
         "offsets": ("non_compliant", "shortfall", 1000, 900, 80, 20, 20),
         "future": ("non_compliant", "shortfall", 300, 0, 0, 300, 300),
         "unreported": ("non_compliant", "no_attested_report", 0, 0, 0, 0, 100),
@@ -208,7 +228,7 @@ async def test_4_not_due_before_the_deadline_then_evaluated_by_the_clock(world: 
         assert await world.holdings(world.delivery[name]) == 0, name
         assert await world.holdings(world.installations[name].account_id) == back, name
     assert by_name["offsets"]["offsets_over_limit"] == 20
-    assert by_name["future"]["future_vintage"] == 300 and by_name["over"]["over_delivered"] == 300
+    assert by_name["future"]["future_vintage"] == 300 and by_name["over"]["over_delivered"] == 301
     # The serials cancelled are the installation's own, lowest first, and now sit in the cancellation account.
     serial = by_name["compliant"]["cancelled_serials"][0]
     history = (await world.call("GET", f"/api/v1/units/{serial['start']}", world.registry.authority,

@@ -232,10 +232,15 @@ async def run_evaluation(period: str, request: Request, conn: WriteConn, who: Au
 
 @compliance_router.get("/periods/{period}/evaluations")
 async def get_evaluation(period: str, conn: ReadConn, _who: Overseer, year: YearQuery = None) -> dict[str, Any]:
+    """The evaluation and its state; while ``pending``, ``waiting_for`` says what it waits for (surrenders
+    not yet answered by the ledger, evaluations that must finish first)."""
     row = await service.evaluation_of(conn, period, year)
     if row is None:
         raise RegistryError("compliance.evaluation_not_found", period=period)
-    return _row(row)
+    answer = _row(row)
+    if row.state == "pending":
+        answer["waiting_for"] = await service.waiting_for(conn, row)
+    return answer
 
 
 @compliance_router.get("/periods/{period}/report", response_model=None)

@@ -597,6 +597,31 @@ async def request_evaluation(conn: AsyncConnection, period_code: str, *, actor: 
     return row, True
 
 
+def _waits_for(evaluation: Any) -> tuple[Any, Any]:
+    """What must happen before ``evaluation`` runs, as two queries: surrenders of its period made before its
+    deadline still awaiting the ledger's answer, and other evaluations that must finish first (an earlier
+    deadline still pending, or units still being cancelled: the delivery accounts it reads must be settled)."""
+    e = evaluations.c
+    unanswered = select(surrenders.c.id).where(surrenders.c.state == "requested",
+                                               surrenders.c.period == evaluation.period)
+    earlier = e.state == "cancelling"
+    if evaluation.deadline_at is not None:
+        earlier = or_(earlier, (e.state == "pending") & (e.deadline_at < evaluation.deadline_at))
+    first = select(e.period, e.intermediate_year, e.state).where(e.id != evaluation.id, earlier)
+    return unanswered, first
+
+
+async def waiting_for(conn: AsyncConnection, evaluation: Any) -> dict[str, Any]:
+    """Why a pending evaluation has not run yet, for its operator (a surrender whose answer was
+    dead-lettered holds it back until replayed: ``GET /api/v1/dead-letters``)."""
+    unanswered, first = _waits_for(evaluation)
+    surrender_ids = (await conn.execute(unanswered.order_by(surrenders.c.requested_at).limit(100))).scalars().all()
+    before = (await conn.execute(first.order_by(evaluations.c.deadline_at.asc().nulls_last()))).all()
+    return {"unanswered_surrenders": [str(surrender_id) for surrender_id in surrender_ids],
+            "evaluations_first": [{"period": r.period, "year": r.intermediate_year, "state": r.state}
+                                  for r in before]}
+
+
 async def evaluate_pending(conn: AsyncConnection, *, now: datetime, rules: Rules) -> Any | None:
     """Evaluate one pending evaluation (locked), earliest deadline first, once no surrender made before its
     deadline is still waiting for the ledger and no other evaluation's units are still moving (the
@@ -609,13 +634,8 @@ async def evaluate_pending(conn: AsyncConnection, *, now: datetime, rules: Rules
                                      .with_for_update(skip_locked=True))).first()
     if evaluation is None:
         return None
-    earlier = e.state == "cancelling"
-    if evaluation.deadline_at is not None:
-        earlier = or_(earlier, (e.state == "pending") & (e.deadline_at < evaluation.deadline_at))
-    busy = (await conn.execute(select(e.id).where(e.id != evaluation.id, earlier).limit(1))).first()
-    waiting = (await conn.execute(select(surrenders.c.id).where(
-        surrenders.c.state == "requested", surrenders.c.period == evaluation.period).limit(1))).first()
-    if waiting is not None or busy is not None:
+    unanswered, first = _waits_for(evaluation)
+    if (await conn.execute(unanswered.limit(1))).first() or (await conn.execute(first.limit(1))).first():
         return None
     started = time.perf_counter()
     period = await calendar.period(conn, evaluation.period)
