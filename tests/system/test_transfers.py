@@ -1,5 +1,6 @@
-"""The transfer saga through the gateway, every process separate: accept, reject, cancel, expiry on the
-programme clock, bad input; then the reconciliation and the ledger audit are clean."""
+"""The transfer saga through the gateway, every process separate: accept, reject, cancel, an account
+requiring the sender's approval, expiry on the programme clock, bad input; then the reconciliation and
+the ledger audit are clean."""
 
 from __future__ import annotations
 
@@ -57,6 +58,24 @@ async def test_reject_and_cancel_put_the_units_back(registry: RegistryClient, ac
     final = await registry.reaches(transfer_id, sender, "reversed")
     assert final["reason"] == reason
     assert (await registry.balance(sender), await registry.balance(receiver)) == (50, 0)
+
+
+async def test_an_account_that_requires_sender_approval_holds_its_transfers_for_it(registry: RegistryClient):
+    """Before the clock test below: its 25 hours expire the transfer left awaiting the sender's approval."""
+    sender, receiver = await registry.party(), await registry.party("intermediary", "intermediary")
+    await registry.fund(sender, 10)
+    settings = f"/api/v1/transfers/accounts/{sender.account_id}/settings"
+    await registry.call("PUT", settings, registry.admin, {"sender_approval_required": True}, expect=200)
+    held = (await registry.transfer(sender, receiver, 4, expect=201)).json()
+    assert held["state"] == "awaiting_sender_approval"
+    await registry.call("PUT", settings, registry.admin, {"sender_approval_required": False}, expect=200)
+    straight = (await registry.transfer(sender, receiver, 3, expect=201)).json()
+    await registry.reaches(straight["id"], sender, "awaiting_acceptance")
+    await registry.call("POST", f"/api/v1/transfers/{straight['id']}/cancel", sender.headers, expect=200)
+    await registry.reaches(straight["id"], sender, "reversed")
+    unknown = await registry.call("PUT", "/api/v1/transfers/accounts/NO-SUCH-1/settings", registry.admin,
+                                  {"sender_approval_required": True})
+    assert (unknown.status_code, unknown.json()["code"]) == (422, "transfer.unknown_account"), unknown.text
 
 
 async def test_not_accepted_within_the_window_goes_back_by_itself(registry: RegistryClient, system):

@@ -14,7 +14,8 @@ import httpx
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import bindparam, or_, select, tuple_, update
+from sqlalchemy import bindparam, func, literal, or_, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from registry_common import idempotency
 from registry_common.audit import record_audit
@@ -24,7 +25,7 @@ from registry_common.http_transport import LeanHTTPTransport
 from registry_common.routes import ReadConn, WriteConn
 from transfers import programme_end, service
 from transfers.domain.saga import State, reconcile
-from transfers.tables import known_accounts, known_representatives, transfer_history, transfers
+from transfers.tables import account_transfer_settings, directory, transfer_history, transfers
 
 router = APIRouter(prefix="/api/v1/transfers", tags=["transfers"])
 Overseer = Annotated[Principal, Depends(require_roles(*OVERSIGHT_ROLES))]
@@ -124,8 +125,8 @@ async def list_transfers(
 ) -> dict[str, Any]:
     query = select(transfers).order_by(transfers.c.created_at.desc(), transfers.c.id.desc()).limit(limit + 1)
     if not who.has_any(OVERSIGHT_ROLES):
-        mine = select(known_representatives.c.account_id).where(
-            known_representatives.c.user_id == _uuid(who.user_id))
+        mine = select(directory.representatives.c.account_id).where(
+            directory.representatives.c.user_id == _uuid(who.user_id))
         query = query.where(or_(transfers.c.sender_account_id.in_(mine), transfers.c.receiver_account_id.in_(mine)))
     if account_id is not None:
         sides = {"outgoing": [transfers.c.sender_account_id], "incoming": [transfers.c.receiver_account_id]}.get(
@@ -226,9 +227,14 @@ for _name in ("accept", "reject", "cancel", "approve", "decline"):
 @router.put("/accounts/{account_id}/settings")
 async def account_settings(account_id: str, body: SettingsIn, conn: WriteConn, who: Administrator) -> dict[str, Any]:
     """Whether outgoing transfers of this account need a second representative's approval."""
-    changed = await conn.execute(update(known_accounts).where(known_accounts.c.account_id == account_id)
-                                 .values(sender_approval_required=body.sender_approval_required))
-    if changed.rowcount == 0:
+    known = select(directory.accounts.c.account_id, literal(body.sender_approval_required)).where(
+        directory.accounts.c.account_id == account_id)
+    changed = await conn.execute(pg_insert(account_transfer_settings).from_select(
+        ["account_id", "sender_approval_required"], known).on_conflict_do_update(
+        index_elements=["account_id"], set_={"sender_approval_required": body.sender_approval_required,
+                                             "updated_at": func.now()})
+        .returning(account_transfer_settings.c.account_id))
+    if changed.first() is None:  # the account is not (yet) in the directory
         raise RegistryError("transfer.unknown_account", field="account_id", account_id=account_id)
     await record_audit(conn, action="transfer.account_settings", entity_type="account", entity_id=account_id,
                        actor=who.user_id, details=body.model_dump())

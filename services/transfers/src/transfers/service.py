@@ -9,8 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry_common.audit import record_audit
@@ -20,18 +19,12 @@ from registry_common.messaging.consumer import HandlerContext, PermanentError
 from registry_common.messaging.outbox import Outbox
 from registry_contracts import Message
 from registry_contracts.accounts import (
-    AccountClosed,
-    AccountOpened,
-    AccountReactivated,
-    AccountSuspended,
     HoldRefused,
     HoldReleased,
     HoldSettled,
     HoldUnits,
     MovementRefused,
     ReleaseHold,
-    RepresentativeLinked,
-    RepresentativeUnlinked,
     SettleHold,
     UnitsHeld,
 )
@@ -44,7 +37,7 @@ from registry_contracts.transfers import (
     TransferReversed,
 )
 from transfers.domain.saga import IllegalMessage, Outgoing, Reason, State, Transfer, TransferConflict
-from transfers.tables import known_accounts, known_representatives, transfer_history, transfers
+from transfers.tables import account_transfer_settings, directory, transfer_history, transfers
 
 register_errors({
     "transfer.not_found": (404, "La transferencia no existe.", "The transfer does not exist."),
@@ -167,10 +160,15 @@ async def save(conn: AsyncConnection, row: Any, transfer: Transfer, outgoing: Ou
 
 
 # Read models --------------------------------------------------------------------------------------
-_RIGHTS = select(known_representatives.c.account_id, known_representatives.c.rights).where(
-    known_representatives.c.account_id.in_(bindparam("account_ids", expanding=True)),
-    known_representatives.c.user_id == bindparam("user_id"))
-_ACCOUNTS = select(known_accounts).where(known_accounts.c.account_id.in_(bindparam("account_ids", expanding=True)))
+_representatives, _accounts = directory.representatives, directory.accounts
+_RIGHTS = select(_representatives.c.account_id, _representatives.c.rights).where(
+    _representatives.c.account_id.in_(bindparam("account_ids", expanding=True)),
+    _representatives.c.user_id == bindparam("user_id"))
+# Each account's directory row with its transfer settings (no settings row = the defaults), in one query.
+_ACCOUNTS = select(_accounts, func.coalesce(account_transfer_settings.c.sender_approval_required, False)
+                   .label("sender_approval_required")).select_from(_accounts.outerjoin(
+                       account_transfer_settings, account_transfer_settings.c.account_id == _accounts.c.account_id,
+                   )).where(_accounts.c.account_id.in_(bindparam("account_ids", expanding=True)))
 
 
 async def rights_by_account(conn: AsyncConnection, account_ids: list[str], user_id: str) -> dict[str, set[str]]:
@@ -343,50 +341,10 @@ async def on_movement_refused(conn: AsyncConnection, message: MovementRefused, c
                      lambda t: t.on_settlement_refused(message.code))
 
 
-# Read models from accounts' events -----------------------------------------------------------------
-async def _set_account(conn: AsyncConnection, account_id: str, **values: Any) -> None:
-    await conn.execute(update(known_accounts).where(known_accounts.c.account_id == account_id)
-                       .values(**values, updated_at=func.now()))
-
-
-async def on_account_opened(conn: AsyncConnection, message: AccountOpened, ctx: HandlerContext) -> None:
-    await conn.execute(pg_insert(known_accounts).values(
-        account_id=message.account_id, kind=message.kind, state="active", installation_id=message.installation_id,
-    ).on_conflict_do_update(index_elements=["account_id"], set_={"kind": message.kind, "state": "active"}))
-
-
-async def on_account_suspended(conn: AsyncConnection, message: AccountSuspended, ctx: HandlerContext) -> None:
-    await _set_account(conn, message.account_id, state="suspended")
-
-
-async def on_account_reactivated(conn: AsyncConnection, message: AccountReactivated, ctx: HandlerContext) -> None:
-    await _set_account(conn, message.account_id, state="active")
-
-
-async def on_account_closed(conn: AsyncConnection, message: AccountClosed, ctx: HandlerContext) -> None:
-    await _set_account(conn, message.account_id, state="closed")
-
-
-async def on_representative_linked(conn: AsyncConnection, message: RepresentativeLinked,
-                                   ctx: HandlerContext) -> None:
-    await conn.execute(pg_insert(known_representatives).values(
-        account_id=message.account_id, user_id=message.user_id, rights=sorted(message.rights),
-    ).on_conflict_do_update(index_elements=["account_id", "user_id"], set_={"rights": sorted(message.rights)}))
-
-
-async def on_representative_unlinked(conn: AsyncConnection, message: RepresentativeUnlinked,
-                                     ctx: HandlerContext) -> None:
-    await conn.execute(delete(known_representatives).where(
-        known_representatives.c.account_id == message.account_id,
-        known_representatives.c.user_id == message.user_id))
-
-
 SUBSCRIPTIONS: dict[type[Message], Any] = {
     UnitsHeld: on_units_held, HoldRefused: on_hold_refused, HoldSettled: on_hold_settled,
     HoldReleased: on_hold_released, MovementRefused: on_movement_refused,
-    AccountOpened: on_account_opened, AccountSuspended: on_account_suspended,
-    AccountReactivated: on_account_reactivated, AccountClosed: on_account_closed,
-    RepresentativeLinked: on_representative_linked, RepresentativeUnlinked: on_representative_unlinked,
+    **directory.subscriptions,
 }
 
 

@@ -1,5 +1,5 @@
-"""Transfers' tables: the saga rows and their history, and read models of accounts and representatives
-kept from accounts' events (no service reads another's tables)."""
+"""Transfers' tables: the saga rows and their history, each account's transfer settings, and the account
+directory and programme calendar read models kept from events (no service reads another's tables)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from registry_common.read_models import ProgrammeCalendar
+from registry_common.read_models import AccountDirectory, ProgrammeCalendar
 
 metadata = MetaData()
 
@@ -69,24 +69,15 @@ transfer_history = Table(
     Index("ix_transfer_history_transfer", "transfer_id", "id"),
 )
 
-known_accounts = Table(
-    "known_accounts",
+directory = AccountDirectory(metadata)  # known_accounts, known_representatives: from accounts' events
+
+# Transfers' own per-account settings (not a read model: no event rebuilds them); no row = the defaults.
+account_transfer_settings = Table(
+    "account_transfer_settings",
     metadata,
     Column("account_id", String(40), primary_key=True),
-    Column("kind", String(30), nullable=False),
-    Column("state", String(20), nullable=False),
-    Column("installation_id", String(40)),
     Column("sender_approval_required", Boolean, nullable=False, server_default="false"),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
-
-known_representatives = Table(
-    "known_representatives",
-    metadata,
-    Column("account_id", String(40), primary_key=True),
-    Column("user_id", Uuid, primary_key=True),
-    Column("rights", ARRAY(String(20)), nullable=False),
-    Index("ix_known_representatives_user", "user_id"),
 )
 
 calendar = ProgrammeCalendar(metadata)  # the programme's periods: after the final deadline nothing transfers
