@@ -16,8 +16,7 @@ from notifications.domain.addresses import TargetRefused, check_url
 from notifications.domain.signing import new_secret
 from notifications.tables import (
     delivery_attempts,
-    known_accounts,
-    known_representatives,
+    directory,
     known_users,
     notifications,
     webhook_subscriptions,
@@ -169,12 +168,7 @@ DELIVERY_FIELDS = ("id", "event_id", "event_type", "notification_type", "stable_
 
 
 async def _represents(conn: Any, who: Principal, account_id: str) -> bool:
-    me = _uuid(who.user_id)
-    if me is None:
-        return False
-    rights = (await conn.execute(select(known_representatives.c.rights).where(
-        known_representatives.c.account_id == account_id, known_representatives.c.user_id == me))).first()
-    return rights is not None and bool(rights.rights)
+    return bool(await directory.rights_on(conn, account_id, who.user_id))
 
 
 async def _may_manage(conn: Any, who: Principal, account_id: str) -> bool:
@@ -200,9 +194,7 @@ async def create_subscription(body: SubscriptionIn, request: Request, conn: Writ
     carries the signing secret (``whsec_...``, Standard Webhooks) this once; it is never shown again."""
     if not await _may_manage(conn, who, body.account_id):
         raise RegistryError("notification.not_representative", field="account_id")
-    account = (await conn.execute(select(known_accounts).where(
-        known_accounts.c.account_id == body.account_id))).first()
-    if account is None:
+    if await directory.account(conn, body.account_id) is None:
         raise RegistryError("notification.unknown_account", field="account_id", account_id=body.account_id)
     try:
         if request.app.state.settings.environment is Environment.PRODUCTION:
@@ -226,9 +218,7 @@ async def list_subscriptions(conn: ReadConn, who: CurrentPrincipal, account_id: 
                              ) -> dict[str, Any]:
     query = select(webhook_subscriptions).order_by(webhook_subscriptions.c.created_at.desc())
     if not who.has_any(OVERSIGHT_ROLES):
-        me = _uuid(who.user_id)
-        query = query.where(webhook_subscriptions.c.account_id.in_(
-            select(known_representatives.c.account_id).where(known_representatives.c.user_id == me)))
+        query = query.where(webhook_subscriptions.c.account_id.in_(directory.accounts_of(who.user_id)))
     if account_id is not None:
         query = query.where(webhook_subscriptions.c.account_id == account_id)
     return {"items": [_json(r, SUBSCRIPTION_FIELDS) for r in (await conn.execute(query.limit(500))).all()]}

@@ -1,6 +1,7 @@
-"""Notifications' handlers: read models from accounts' events, and every notified event turned into one
-row per (event, recipient, channel) in the consumer's transaction. Nothing leaves the process here: the
-delivery worker sends e-mails and webhooks later (outbox pattern for side effects)."""
+"""Notifications' handlers: the users read model from accounts' events (the account directory's are the
+shared ones), and every notified event turned into one row per (event, recipient, channel) in the
+consumer's transaction. Nothing leaves the process here: the delivery worker sends e-mails and webhooks
+later (outbox pattern for side effects)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ from notifications.domain.catalogue import RULES, Rule
 from notifications.domain.signing import message_id, webhook_id
 from notifications.rendering import language_of, render
 from notifications.tables import (
-    known_accounts,
-    known_representatives,
+    directory,
     known_users,
     notifications,
     webhook_subscriptions,
@@ -26,12 +26,6 @@ from notifications.tables import (
 from registry_common.messaging.consumer import HandlerContext
 from registry_contracts import Message
 from registry_contracts.accounts import (
-    AccountClosed,
-    AccountOpened,
-    AccountReactivated,
-    AccountSuspended,
-    RepresentativeLinked,
-    RepresentativeUnlinked,
     UserDeactivated,
     UserRegistered,
     UserUpdated,
@@ -49,44 +43,6 @@ async def on_user(conn: AsyncConnection, message: UserRegistered | UserUpdated, 
 async def on_user_deactivated(conn: AsyncConnection, message: UserDeactivated, ctx: HandlerContext) -> None:
     await conn.execute(update(known_users).where(known_users.c.user_id == message.user_id)
                        .values(active=False, updated_at=func.now()))
-
-
-async def on_account_opened(conn: AsyncConnection, message: AccountOpened, ctx: HandlerContext) -> None:
-    values = {"kind": message.kind, "name": message.name, "state": "active",
-              "installation_id": message.installation_id}
-    await conn.execute(pg_insert(known_accounts).values(account_id=message.account_id, **values)
-                       .on_conflict_do_update(index_elements=["account_id"], set_=values))
-
-
-async def _account_state(conn: AsyncConnection, account_id: str, state: str) -> None:
-    await conn.execute(update(known_accounts).where(known_accounts.c.account_id == account_id)
-                       .values(state=state, updated_at=func.now()))
-
-
-async def on_account_suspended(conn: AsyncConnection, message: AccountSuspended, ctx: HandlerContext) -> None:
-    await _account_state(conn, message.account_id, "suspended")
-
-
-async def on_account_reactivated(conn: AsyncConnection, message: AccountReactivated, ctx: HandlerContext) -> None:
-    await _account_state(conn, message.account_id, "active")
-
-
-async def on_account_closed(conn: AsyncConnection, message: AccountClosed, ctx: HandlerContext) -> None:
-    await _account_state(conn, message.account_id, "closed")
-
-
-async def on_representative_linked(conn: AsyncConnection, message: RepresentativeLinked,
-                                   ctx: HandlerContext) -> None:
-    await conn.execute(pg_insert(known_representatives).values(
-        account_id=message.account_id, user_id=message.user_id, rights=sorted(message.rights),
-    ).on_conflict_do_update(index_elements=["account_id", "user_id"], set_={"rights": sorted(message.rights)}))
-
-
-async def on_representative_unlinked(conn: AsyncConnection, message: RepresentativeUnlinked,
-                                     ctx: HandlerContext) -> None:
-    await conn.execute(known_representatives.delete().where(
-        known_representatives.c.account_id == message.account_id,
-        known_representatives.c.user_id == message.user_id))
 
 
 # Notified events -----------------------------------------------------------------------------------
@@ -128,10 +84,11 @@ async def notify(conn: AsyncConnection, message: Message, ctx: HandlerContext) -
     accounts = sorted({account_id for account_id, _ in parties})
     # Every party's people and webhooks in two queries, then every row in one statement.
     people_of: dict[str, list[Any]] = {account_id: [] for account_id in accounts}
+    representatives = directory.representatives
     for person in (await conn.execute(
-            select(known_representatives.c.account_id.label("party_account_id"), known_users)
-            .join(known_representatives, known_representatives.c.user_id == known_users.c.user_id)
-            .where(known_representatives.c.account_id.in_(accounts), known_users.c.active)
+            select(representatives.c.account_id.label("party_account_id"), known_users)
+            .join(representatives, representatives.c.user_id == known_users.c.user_id)
+            .where(representatives.c.account_id.in_(accounts), known_users.c.active)
             .order_by(known_users.c.user_id))).all():
         people_of[person.party_account_id].append(person)
     hooks_of: dict[str, list[Any]] = {account_id: [] for account_id in accounts}
@@ -173,8 +130,6 @@ async def notify(conn: AsyncConnection, message: Message, ctx: HandlerContext) -
 
 SUBSCRIPTIONS: dict[type[Message], Any] = {
     UserRegistered: on_user, UserUpdated: on_user, UserDeactivated: on_user_deactivated,
-    AccountOpened: on_account_opened, AccountSuspended: on_account_suspended,
-    AccountReactivated: on_account_reactivated, AccountClosed: on_account_closed,
-    RepresentativeLinked: on_representative_linked, RepresentativeUnlinked: on_representative_unlinked,
+    **directory.subscriptions,
     **dict.fromkeys(RULES, notify),
 }

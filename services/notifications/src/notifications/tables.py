@@ -1,6 +1,6 @@
-"""Notifications' tables: read models of users, accounts and representatives (from accounts' events),
-webhook subscriptions, one row per (event, recipient, channel) with its delivery state, and every
-delivery attempt (append-only)."""
+"""Notifications' tables: read models of users (its own) and of accounts and representatives (the shared
+account directory), all from accounts' events; webhook subscriptions, one row per (event, recipient,
+channel) with its delivery state, and every delivery attempt (append-only)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from registry_common.read_models import AccountDirectory
+
 metadata = MetaData()
+directory = AccountDirectory(metadata)  # known_accounts, known_representatives: from accounts' events
 
 known_users = Table(
     "known_users",
@@ -38,26 +41,6 @@ known_users = Table(
     Column("active", Boolean, nullable=False, server_default="true"),
     Column("email_enabled", Boolean, nullable=False, server_default="true"),  # the user's preference
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
-
-known_accounts = Table(
-    "known_accounts",
-    metadata,
-    Column("account_id", String(40), primary_key=True),
-    Column("kind", String(30), nullable=False),
-    Column("name", String(300), nullable=False, server_default=""),
-    Column("state", String(20), nullable=False),
-    Column("installation_id", String(40)),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
-
-known_representatives = Table(
-    "known_representatives",
-    metadata,
-    Column("account_id", String(40), primary_key=True),
-    Column("user_id", Uuid, primary_key=True),
-    Column("rights", ARRAY(String(20)), nullable=False),
-    Index("ix_known_representatives_user", "user_id"),
 )
 
 webhook_subscriptions = Table(
