@@ -111,6 +111,7 @@ async def measure(iss: str, gw: str, a: dict[str, str], b: dict[str, str]) -> fl
         if uploaded.status_code != 201:
             raise BenchError(f"upload: {uploaded.status_code} {uploaded.text[:2000]}")
         table_id = uploaded.json()["id"]
+        uploaded_at = time.perf_counter()
         submitted = await http.post(f"{iss}/api/v1/allocation-tables/{table_id}/submit", json={},
                                     headers={**a, "Idempotency-Key": str(uuid4())})
         request = submitted.json()
@@ -122,6 +123,7 @@ async def measure(iss: str, gw: str, a: dict[str, str], b: dict[str, str]) -> fl
                               headers={**b, "Idempotency-Key": str(uuid4())})
         if run.status_code != 202:
             raise BenchError(f"run: {run.status_code} {run.text}")
+        running_at = time.perf_counter()
 
         async def completed() -> bool:
             row = (await http.get(f"{iss}/api/v1/allocation-tables/{table_id}", headers=a)).json()
@@ -131,6 +133,9 @@ async def measure(iss: str, gw: str, a: dict[str, str], b: dict[str, str]) -> fl
 
         await wait(completed, 300, "allocation completed")
         elapsed = time.perf_counter() - started
+        print(f"  upload and validation {uploaded_at - started:.2f} s, submit, approval and run "
+              f"{running_at - uploaded_at:.2f} s, ledger batches until completed "
+              f"{started + elapsed - running_at:.2f} s", flush=True)
         audit = (await http.get(f"{gw}/api/v1/ledger/audit", headers=a)).json()
         if not audit.get("ok"):
             raise BenchError(f"ledger audit not clean: {audit.get('discrepancies')}")
