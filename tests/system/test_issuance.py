@@ -280,9 +280,10 @@ async def test_seed_003_bad_inputs_approval_and_the_clock_run_once(system, http,
     rerun = await http.post(f"{reg.iss}/api/v1/allocation-tables/{table_id}/run", json={},
                             headers={**reg.a, "Idempotency-Key": str(uuid4())})
     assert rerun.status_code == 200 and rerun.json()["started"] is False
-    delivered = await issuance_db.fetchval(
-        "SELECT count(*) FROM outbox WHERE routing_key = 'issuance.allocation_delivered.v1' "
-        "AND envelope->'payload'->>'table_id' = $1", table_id)
+    delivered = await issuance_db.fetchval(  # the lines of one allocation_delivered_batch per ledger answer
+        "SELECT coalesce(sum(jsonb_array_length(envelope->'payload'->'lines')), 0) FROM outbox "
+        "WHERE routing_key = 'issuance.allocation_delivered_batch.v1' AND envelope->'payload'->>'table_id' = $1",
+        table_id)
     assert delivered == sum(1 for q in shares.values() if q > 0)
     assert await reg.holdings("SYS-CAP", vintage) == PUBLISHED_REMAINDER
 

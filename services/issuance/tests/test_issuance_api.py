@@ -24,7 +24,14 @@ from registry_common.db import make_engine
 from registry_common.messaging.consumer import HandlerContext
 from registry_common.messaging.envelope import Envelope
 from registry_common.testing.fixtures import settings_from_env
-from registry_contracts.accounts import MovedBlock, SerialRange, UnitsIssued, UnitsMoved
+from registry_contracts.accounts import (
+    BatchLineResult,
+    MovedBlock,
+    SerialRange,
+    UnitsIssued,
+    UnitsMoved,
+    UnitsMovedBatch,
+)
 
 pytestmark = pytest.mark.integration
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -194,3 +201,38 @@ async def test_allocation_upload_report_withhold_approve_and_run_once_in_batches
     audit = await api.sql("SELECT action FROM audit_log WHERE entity_id = :t ORDER BY id", t=table["id"])
     assert [a[0] for a in audit] == ["allocation.uploaded", "allocation.line_withheld", "allocation.submitted",
                                      "allocation.approved", "allocation.run_started", "allocation.completed"]
+
+
+async def test_a_ledger_batch_answer_is_told_in_one_allocation_delivered_batch_per_table(api: Api):
+    ids = [f"INT-{uuid4().hex[:6].upper()}-{n}" for n in range(3)]
+    for account in ids:
+        await api.sql("INSERT INTO known_accounts (id, kind, state, name) VALUES (:id, 'central', 'active', :id)",
+                      id=account)
+    data = xlsx([["installation_account_id", "period", "quantity"]] + [[a, 2021, n + 1] for n, a in enumerate(ids)])
+    uploaded = await api.client.post("/api/v1/allocation-tables", content=data, headers={**api.a, "Content-Type": XLSX})
+    assert uploaded.status_code == 201, uploaded.text
+    table = uploaded.json()
+    submitted = await api.client.post(f"/api/v1/allocation-tables/{table['id']}/submit", json={},
+                                      headers={**api.a, "Idempotency-Key": str(uuid4())})
+    assert submitted.status_code == 202 and (await api.approve(submitted.json())).status_code == 200
+    run = await api.client.post(f"/api/v1/allocation-tables/{table['id']}/run", json={},
+                                headers={**api.b, "Idempotency-Key": str(uuid4())})
+    assert run.status_code == 202, run.text
+    batches = await api.sql("SELECT envelope->'payload' FROM outbox WHERE routing_key = 'accounts.move_units_batch.v1' "
+                            "AND envelope->>'correlation_id' = :t", t=table["id"])
+    for (batch,) in batches:
+        answer = UnitsMovedBatch(batch_id=UUID(batch["batch_id"]), results=[BatchLineResult(
+            movement_id=UUID(line["movement_id"]), movement_kind="allocation", from_account_id="SYS-CAP",
+            to_account_id=line["to_account_id"], quantity=line["quantity"], moved=True, blocks=[MovedBlock(
+                unit_type="allowance", vintage=2021, ranges=[SerialRange(start=1, end=line["quantity"])],
+                quantity=line["quantity"])]) for line in batch["lines"]])
+        await api.deliver(answer)
+        await api.deliver(answer)  # a repeated answer delivers nothing more
+    told = await api.sql("SELECT routing_key, envelope->'payload' FROM outbox WHERE routing_key LIKE "
+                         "'issuance.allocation_delivered%' AND envelope->'payload'->>'table_id' = :t", t=table["id"])
+    assert [key for key, _ in told] == ["issuance.allocation_delivered_batch.v1"] * len(batches) == \
+        ["issuance.allocation_delivered_batch.v1"] * 2  # 3 lines in batches of 2: one event per answer
+    lines = [line for _, payload in told for line in payload["lines"]]
+    assert sorted((line["installation_account_id"], line["quantity"]) for line in lines) == \
+        sorted((a, n + 1) for n, a in enumerate(ids))
+    assert all(payload["period"] == "2021" and payload["vintage"] == 2021 for _, payload in told)

@@ -76,6 +76,33 @@ class AllocationDelivered(Event):
     method: str  # table | proportional
 
 
+class DeliveredLine(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    installation_account_id: str
+    quantity: int
+    movement_id: UUID
+
+
+class AllocationDeliveredBatch(Event):
+    """The lines of one allocation table that one ledger batch answer delivered, each reaching its
+    installation's central account: one event per table per answer instead of one per line. Each line
+    stands for the ``AllocationDelivered`` it would have been (same table, period, vintage and method)."""
+
+    TYPE = "issuance.allocation_delivered_batch"
+    VERSION = 1
+    table_id: UUID
+    period: str | None
+    vintage: int
+    method: str  # table | proportional
+    lines: list[DeliveredLine]
+
+    def delivered(self) -> list[AllocationDelivered]:
+        """Each line as the single event it stands for."""
+        return [AllocationDelivered(table_id=self.table_id, period=self.period, vintage=self.vintage,
+                                    installation_account_id=line.installation_account_id, quantity=line.quantity,
+                                    movement_id=line.movement_id, method=self.method) for line in self.lines]
+
+
 class OffsetCreditsIssued(Event):
     TYPE = "issuance.offset_credits_issued"
     VERSION = 1

@@ -56,7 +56,9 @@ from registry_contracts.accounts import (
 )
 from registry_contracts.issuance import (
     AllocationDelivered,
+    AllocationDeliveredBatch,
     CapGenerated,
+    DeliveredLine,
     IssuedRange,
     OffsetCreditsIssued,
     PeriodScheduled,
@@ -441,7 +443,8 @@ async def on_movement_refused(conn: AsyncConnection, event: MovementRefused, ctx
 
 async def on_units_moved_batch(conn: AsyncConnection, event: UnitsMovedBatch, ctx: HandlerContext) -> None:
     """The ledger's answer to an allocation batch, a result per line, applied set-based: the holdings deltas
-    of the system accounts, the delivered lines (one ``allocation_delivered`` each) and the refused ones.
+    of the system accounts, the delivered lines (one ``allocation_delivered_batch`` per table, listing them) and
+    the refused ones.
     Lines already settled (a repeated answer) match nothing and change nothing."""
     deltas: dict[tuple[str, str, int], int] = defaultdict(int)
     for result in event.results:
@@ -457,16 +460,19 @@ async def on_units_moved_batch(conn: AsyncConnection, event: UnitsMovedBatch, ct
         .values(state="delivered", delivered_at=func.now())
         .returning(allocation_lines.c.table_id, allocation_lines.c.account_id, allocation_lines.c.quantity,
                    allocation_lines.c.movement_id))).all() if moved else []
-    tables = {}
-    for table_id in {line.table_id for line in delivered}:
-        tables[table_id] = (await conn.execute(
+    lines_of: dict[Any, list[DeliveredLine]] = defaultdict(list)
+    for line in delivered:
+        lines_of[line.table_id].append(DeliveredLine(installation_account_id=line.account_id,
+                                                     quantity=line.quantity, movement_id=line.movement_id))
+    batches = []
+    for table_id, lines in sorted(lines_of.items(), key=lambda item: str(item[0])):
+        table = (await conn.execute(
             select(allocation_tables.c.method, allocation_tables.c.period_code, periods.c.vintage)
             .join(periods, periods.c.code == allocation_tables.c.period_code)
             .where(allocation_tables.c.id == table_id))).one()
-    await ctx.publish_many(conn, [AllocationDelivered(
-        table_id=line.table_id, period=tables[line.table_id].period_code, vintage=tables[line.table_id].vintage,
-        installation_account_id=line.account_id, quantity=line.quantity, movement_id=line.movement_id,
-        method=tables[line.table_id].method) for line in delivered])
+        batches.append(AllocationDeliveredBatch(table_id=table_id, period=table.period_code, vintage=table.vintage,
+                                                method=table.method, lines=lines))
+    await ctx.publish_many(conn, batches)
     for result in event.results:
         if not result.moved and result.code != DUPLICATE:
             refused = (await conn.execute(

@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID, uuid4, uuid5
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from notifications.domain.catalogue import RULES, Rule
+from notifications.domain.catalogue import BATCHES, RULES, Rule
 from notifications.domain.signing import message_id, webhook_id
 from notifications.rendering import language_of, render
 from notifications.tables import (
@@ -68,22 +68,12 @@ async def _record_all(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None
                            [{"id": uuid4(), **dict.fromkeys(_ROW_COLUMNS), **row} for row in rows])
 
 
-async def notify(conn: AsyncConnection, message: Message, ctx: HandlerContext) -> None:
-    rule: Rule = RULES[type(message)]
-    envelope, settings = ctx.envelope, ctx.settings
-    event_id, event_type = UUID(str(envelope.message_id)), type(message).routing_key()
-    occurred_at = envelope.occurred_at
-    now = datetime.now(occurred_at.tzinfo)
-    give_up_at = now + timedelta(seconds=settings.delivery_give_up_after_seconds)
-    facts = message.model_dump(mode="json")
-    common = {"event_id": event_id, "event_type": event_type, "notification_type": rule.notification_type,
-              "occurred_at": occurred_at}
-    pending = {"state": "pending", "next_attempt_at": now, "give_up_at": give_up_at}
-    timezone = settings.programme_timezone
-    parties = rule.parties(message)
-    accounts = sorted({account_id for account_id, _ in parties})
-    # Every party's people and webhooks in two queries, then every row in one statement.
+async def _contacts(conn: AsyncConnection, accounts: list[str]) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """Every account's active people and active webhooks, in two queries whatever the number of accounts."""
     people_of: dict[str, list[Any]] = {account_id: [] for account_id in accounts}
+    hooks_of: dict[str, list[Any]] = {account_id: [] for account_id in accounts}
+    if not accounts:
+        return people_of, hooks_of
     representatives = directory.representatives
     for person in (await conn.execute(
             select(representatives.c.account_id.label("party_account_id"), known_users)
@@ -91,13 +81,28 @@ async def notify(conn: AsyncConnection, message: Message, ctx: HandlerContext) -
             .where(representatives.c.account_id.in_(accounts), known_users.c.active)
             .order_by(known_users.c.user_id))).all():
         people_of[person.party_account_id].append(person)
-    hooks_of: dict[str, list[Any]] = {account_id: [] for account_id in accounts}
     for hook in (await conn.execute(select(webhook_subscriptions).where(
             webhook_subscriptions.c.account_id.in_(accounts), webhook_subscriptions.c.active)
             .order_by(webhook_subscriptions.c.id))).all():
         hooks_of[hook.account_id].append(hook)
+    return people_of, hooks_of
+
+
+def _rows_for(message: Message, event_id: UUID, ctx: HandlerContext, people_of: dict[str, list[Any]],
+              hooks_of: dict[str, list[Any]], now: datetime) -> list[dict[str, Any]]:
+    """One notified event's rows, one per (recipient, channel): each party's people by inbox and e-mail,
+    its webhooks, and the authority's addresses when the rule says so."""
+    rule: Rule = RULES[type(message)]
+    settings, occurred_at = ctx.settings, ctx.envelope.occurred_at
+    event_type = type(message).routing_key()
+    give_up_at = now + timedelta(seconds=settings.delivery_give_up_after_seconds)
+    facts = message.model_dump(mode="json")
+    common = {"event_id": event_id, "event_type": event_type, "notification_type": rule.notification_type,
+              "occurred_at": occurred_at}
+    pending = {"state": "pending", "next_attempt_at": now, "give_up_at": give_up_at}
+    timezone = settings.programme_timezone
     rows: list[dict[str, Any]] = []
-    for account_id, side in parties:
+    for account_id, side in rule.parties(message):
         for person in people_of[account_id]:
             recipient = f"user:{person.user_id}"
             language = language_of(person.language)
@@ -125,11 +130,34 @@ async def notify(conn: AsyncConnection, message: Message, ctx: HandlerContext) -
             rows.append({**common, **pending, "recipient": recipient, "channel": "email", "address": address,
                          "language": language, "subject": subject, "body": body,
                          "stable_id": message_id(event_id, recipient, settings.message_id_domain)})
-    await _record_all(conn, rows)
+    return rows
+
+
+async def _notify_all(conn: AsyncConnection, events: list[tuple[UUID, Message]], ctx: HandlerContext) -> None:
+    """Notified events (event id, event): every party's people and webhooks in two queries, then every row
+    in one statement."""
+    now = datetime.now(ctx.envelope.occurred_at.tzinfo)
+    accounts = sorted({account_id for _, event in events for account_id, _ in RULES[type(event)].parties(event)})
+    people_of, hooks_of = await _contacts(conn, accounts)
+    await _record_all(conn, [row for event_id, event in events
+                             for row in _rows_for(event, event_id, ctx, people_of, hooks_of, now)])
+
+
+async def notify(conn: AsyncConnection, message: Message, ctx: HandlerContext) -> None:
+    await _notify_all(conn, [(UUID(str(ctx.envelope.message_id)), message)], ctx)
+
+
+async def notify_batch(conn: AsyncConnection, message: Message, ctx: HandlerContext) -> None:
+    """A batch event told as the single events it stands for, in this one transaction and one insert. Each
+    line's event id is derived from the batch's message id and the line's key, so a redelivered batch gives
+    the same ids and ``uq_notifications_once`` makes it insert nothing."""
+    batch_id = UUID(str(ctx.envelope.message_id))
+    await _notify_all(conn, [(uuid5(batch_id, key), event) for key, event in BATCHES[type(message)](message)], ctx)
 
 
 SUBSCRIPTIONS: dict[type[Message], Any] = {
     UserRegistered: on_user, UserUpdated: on_user, UserDeactivated: on_user_deactivated,
     **directory.subscriptions,
     **dict.fromkeys(RULES, notify),
+    **dict.fromkeys(BATCHES, notify_batch),
 }

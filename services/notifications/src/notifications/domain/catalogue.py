@@ -24,7 +24,7 @@ from registry_contracts.compliance import (
     ProgrammeUnitsCancelled,
     SurrenderedUnitsCancelled,
 )
-from registry_contracts.issuance import AllocationDelivered
+from registry_contracts.issuance import AllocationDelivered, AllocationDeliveredBatch
 from registry_contracts.transfers import (
     TransferAcceptanceReminder,
     TransferAwaitingAcceptance,
@@ -88,4 +88,15 @@ RULES: dict[type[Message], Rule] = {
     AuctionResultsApproved: Rule("auction_results", _bidder),  # worded by whether anything was won
     AuctionUnitsDelivered: Rule("auction_delivered", _bidder),
     AwardForfeited: Rule("auction_forfeited", _bidder, authority=True),
+}
+
+
+def _allocation_lines(batch: AllocationDeliveredBatch) -> list[tuple[str, Message]]:
+    return [(str(line.movement_id), line) for line in batch.delivered()]
+
+
+# Batch events told as the single events they stand for, each keyed (unique within the batch) for its own
+# event id: the rows are exactly those the single events would have made.
+BATCHES: dict[type[Message], Callable[[Any], list[tuple[str, Message]]]] = {
+    AllocationDeliveredBatch: _allocation_lines,  # one per table per ledger batch answer
 }
