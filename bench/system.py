@@ -35,7 +35,6 @@ async def running_registry(ctx: Context, label: str, *, clock_start: str, env: d
     """Provision, ``seed(prefix)`` (e.g. COPY into the fresh databases), start, wait until ready."""
     from registry_common.auth import TokenCodec, generate_keypair
     from registry_common.launcher import SystemPlan, start, stop, wait_ready
-    from registry_common.messaging.topology import delete_namespace
     from registry_common.provision import provision
     from registry_common.settings import SERVICES
 
@@ -73,10 +72,18 @@ async def running_registry(ctx: Context, label: str, *, clock_start: str, env: d
         finally:
             if plan is not None:
                 stop(plan)
-            admin = await ctx.admin_connection()
-            try:
-                for service in SERVICES:
-                    await admin.execute(f'DROP DATABASE IF EXISTS "{prefix}{service}" WITH (FORCE)')
-            finally:
-                await admin.close()
-            await delete_namespace(ctx.amqp_url, prefix, SERVICES)
+            await drop_system(ctx, prefix)
+
+
+async def drop_system(ctx: Context, prefix: str) -> None:
+    """A benchmark system's databases (``<prefix><service>``) and broker namespace, dropped."""
+    from registry_common.messaging.topology import delete_namespace
+    from registry_common.settings import SERVICES
+
+    admin = await ctx.admin_connection()
+    try:
+        for service in SERVICES:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{prefix}{service}" WITH (FORCE)')
+    finally:
+        await admin.close()
+    await delete_namespace(ctx.amqp_url, prefix, SERVICES)

@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.harness import RESULTS_FILE, BenchError, Context, Figure
+from bench.system import drop_system
 from registry_common.ports import free_port
 
 CLIENTS = 64
@@ -138,7 +139,6 @@ async def running_system(ctx: Context, workdir: Path) -> AsyncIterator[System]:
     them, drop the databases and the broker namespace."""
     from registry_common.auth import TokenCodec, generate_keypair
     from registry_common.launcher import SystemPlan, start, stop, wait_ready
-    from registry_common.messaging.topology import delete_namespace
     from registry_common.provision import provision
     from registry_common.settings import SERVICES
 
@@ -179,13 +179,7 @@ async def running_system(ctx: Context, workdir: Path) -> AsyncIterator[System]:
     finally:
         await asyncio.to_thread(stop, plan)
         smtp.stop()
-        admin = await ctx.admin_connection()
-        try:
-            for service in SERVICES:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{prefix}{service}" WITH (FORCE)')
-        finally:
-            await admin.close()
-        await delete_namespace(ctx.amqp_url, prefix, SERVICES)
+        await drop_system(ctx, prefix)
 
 
 def errors_in_logs(plan: Any, limit: int = 10) -> str:
