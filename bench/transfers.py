@@ -1,9 +1,10 @@
 """Transfers end to end through the gateway, with the whole system as ``make up`` runs it (issue 6).
 
 Timed: many clients at once, each in a loop: ``POST /api/v1/transfers`` (its own Idempotency-Key, the
-sender's own token), look at the transfer until it is ``awaiting_acceptance``, ``POST .../accept`` with
-the receiver's token, look until it is ``completed`` (each wait: a first look after 70% of how long that
-step took lately, then looks at doubling intervals from 25 ms to at most 100 ms). A transfer's end-to-end
+sender's own token), follow the transfer until it is ``awaiting_acceptance``, ``POST .../accept`` with
+the receiver's token, follow it until it is ``completed`` (following: ``GET`` with the version the client
+has in ``If-None-Match`` and ``Prefer: wait=5``, which the API answers when the transfer changes; no
+polling). A transfer's end-to-end
 time runs from the POST's answer until COMPLETED is seen; the rate counts the transfers seen COMPLETED
 inside the measurement window (3 x BENCH_SECONDS, after a warm-up). The CPU each process of the system
 spent per completed transfer in that window is printed and kept in the figure's notes.
@@ -52,9 +53,7 @@ from registry_common.ports import free_port
 CLIENTS = 64
 WINDOW_FACTOR = 3  # the measurement window is 3 x BENCH_SECONDS (30 s by default)
 WARMUP_SECONDS = 5.0
-POLL_SECONDS = 0.025  # the shortest wait before a look at a transfer
-POLL_MAX_SECONDS = 0.1  # between looks the wait doubles from POLL_SECONDS up to this
-FIRST_LOOK_SHARE = 0.7  # the first look waits this share of how long the step took lately (running mean)
+WAIT_SECONDS = 5  # each look: Prefer: wait=5 with If-None-Match (answered at the transfer's next change)
 STEP_TIMEOUT = 30.0  # the longest a client waits for one state
 FUNDS = 1_000_000  # each sender's allowances; a transfer moves 1
 PARTY_CONCURRENCY = 4  # parties created at once during set-up (each signs in: argon2, CPU-bound)
@@ -215,28 +214,23 @@ class Load:
     samples: list[tuple[float, float]] = field(default_factory=list)
     looks: int = 0  # GETs of a transfer, all clients together
     stopping: bool = False
-    step_seconds: dict[str, float] = field(default_factory=dict)  # running mean time until each state is seen
 
-    async def look(self, transfer_id: str, who: Any, wanted: str) -> None:
-        """Poll (bounded) until the transfer is ``wanted``; a final state other than it is an error. The
-        first look waits a share of how long reaching ``wanted`` took lately, then looks come at doubling
-        intervals from POLL_SECONDS to POLL_MAX_SECONDS (the state is seen at most that late)."""
-        started = time.monotonic()
-        deadline = started + STEP_TIMEOUT
-        pause = max(POLL_SECONDS, FIRST_LOOK_SHARE * self.step_seconds.get(wanted, 0.0))
-        following = POLL_SECONDS
+    async def look(self, transfer_id: str, tag: str, who: Any, wanted: str) -> str:
+        """Follow the transfer (bounded) from the version ``tag`` until it is ``wanted``; a final state other
+        than it is an error. Returns the version seen."""
+        deadline = time.monotonic() + STEP_TIMEOUT
+        path = f"/api/v1/transfers/{transfer_id}"
         while time.monotonic() < deadline:
-            await asyncio.sleep(pause)
-            pause, following = following, min(2 * following, POLL_MAX_SECONDS)
-            answer = await self.registry.call("GET", f"/api/v1/transfers/{transfer_id}", who.headers)
+            answer = await self.registry.call("GET", path, {**who.headers, "If-None-Match": tag,
+                                                            "Prefer": f"wait={WAIT_SECONDS}"})
             self.looks += 1
+            if answer.status_code == 304:
+                continue
             if answer.status_code != 200:
                 raise BenchError(f"GET transfer {transfer_id}: {answer.status_code} {answer.text[:500]}")
-            state = answer.json()["state"]
+            tag, state = answer.headers["etag"], answer.json()["state"]
             if state == wanted:
-                took = time.monotonic() - started
-                self.step_seconds[wanted] = 0.9 * self.step_seconds.get(wanted, took) + 0.1 * took
-                return
+                return tag
             if state in ("completed", "reversed", "failed"):
                 raise BenchError(f"transfer {transfer_id} ended {state}, not {wanted}: {answer.text[:1000]}")
         raise BenchError(f"transfer {transfer_id} not {wanted} after {STEP_TIMEOUT:.0f} s")
@@ -247,11 +241,12 @@ class Load:
         if answer.status_code != 201:
             raise BenchError(f"POST /api/v1/transfers: {answer.status_code} {answer.text[:500]}")
         transfer_id = answer.json()["id"]
-        await self.look(transfer_id, client.receiver, "awaiting_acceptance")
+        await self.look(transfer_id, answer.headers["etag"], client.receiver, "awaiting_acceptance")
         accepted = await self.registry.act(transfer_id, "accept", client.receiver)
         if accepted.status_code != 200:
             raise BenchError(f"accept {transfer_id}: {accepted.status_code} {accepted.text[:500]}")
-        await self.look(transfer_id, client.sender, "completed")
+        if accepted.json()["state"] != "completed":
+            await self.look(transfer_id, accepted.headers["etag"], client.sender, "completed")
         self.samples.append((posted, time.perf_counter()))
         client.completed += 1
 
@@ -363,13 +358,30 @@ def process_pids(plan: Any) -> dict[str, int]:
     return {process.name: process_pid(plan, process.name) for process in plan.processes()}
 
 
+SERVERS = {"postgres": "postgresql", "beam.smp": "rabbitmq"}  # process name -> how the breakdown names it
+
+
+def _cpu_of(pid: int | str) -> tuple[str, float]:
+    """A process's name and the user + system CPU seconds it has used so far (/proc/<pid>/stat)."""
+    head, _, tail = Path(f"/proc/{pid}/stat").read_text().rpartition(")")
+    fields = tail.split()
+    return head.partition("(")[2], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    """User + system CPU seconds each process has used so far (/proc/<pid>/stat)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    used = {}
-    for name, pid in pids.items():
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        used[name] = (int(fields[11]) + int(fields[12])) / tick
+    """CPU seconds each process of the system has used so far, and the servers it shares the machine with
+    (every PostgreSQL process, summed: its backends live as long as the pools; RabbitMQ's Erlang VM)."""
+    used = {name: _cpu_of(pid)[1] for name, pid in pids.items()}
+    for server in SERVERS.values():
+        used[server] = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                comm, seconds = _cpu_of(entry.name)
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+            if comm in SERVERS:
+                used[SERVERS[comm]] += seconds
     return used
 
 
@@ -380,9 +392,12 @@ def cpu_per_transfer(before: dict[str, float], after: dict[str, float], transfer
 
 
 def describe_cpu(per: dict[str, float], client_ms: float, top: int = 20) -> str:
+    per = dict(per)
+    servers = {name: per.pop(name) for name in SERVERS.values()}
     busiest = ", ".join(f"{name} {ms:.1f}" for name, ms in list(per.items())[:top])
     return (f"CPU per completed transfer: {sum(per.values()):.1f} ms in the system's processes ({busiest}, ...), "
-            f"{client_ms:.1f} ms in the benchmark's clients; PostgreSQL and RabbitMQ not counted")
+            + ", ".join(f"{ms:.1f} ms in {name}" for name, ms in servers.items())
+            + f", {client_ms:.1f} ms in the benchmark's clients")
 
 
 def py_spy() -> str | None:
@@ -530,10 +545,9 @@ async def run(ctx: Context) -> None:
 def record(ctx: Context, result: Measured, baseline_per_s: float, cpu_note: str, mails: int) -> None:
     notifications = (f"the notifications worker sent {mails:,} e-mails to a local SMTP sink meanwhile" if mails else
                      "notifications sent nothing yet (issue 7): provisional figures")
-    how = (f"{CLIENTS} clients, each: POST /api/v1/transfers (own Idempotency-Key), GET (first after "
-           f"{FIRST_LOOK_SHARE:.0%} of the step's recent mean time, then at doubling intervals from "
-           f"{POLL_SECONDS * 1e3:.0f} to {POLL_MAX_SECONDS * 1e3:.0f} ms) until awaiting_acceptance, POST accept, "
-           "GET until completed; through the "
+    how = (f"{CLIENTS} clients, each: POST /api/v1/transfers (own Idempotency-Key), GET with the version it has "
+           f"(If-None-Match, Prefer: wait={WAIT_SECONDS}: answered at the next change) until awaiting_acceptance, "
+           "POST accept, the same until completed; through the "
            "gateway, every process under the launcher as make up runs it (development profile, authentication "
            f"on); {result.count:,} transfers completed in {result.seconds:.1f} s after a {WARMUP_SECONDS:.0f} s "
            f"warm-up, {result.looks_per_transfer:.1f} GETs each; {notifications}; {cpu_note}")

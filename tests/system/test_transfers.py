@@ -4,6 +4,8 @@ the ledger audit are clean."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -124,6 +126,42 @@ async def test_bad_input_is_refused_with_its_code_and_nothing_moves(registry: Re
     assert await registry.balance(sender) == 5
     assert await db.fetchval("SELECT count(*) FROM transfers WHERE sender_account_id = $1",
                              sender.account_id) == count_before
+
+
+async def test_a_read_names_the_version_it_has_and_waits_for_the_next(registry: RegistryClient):
+    """ETag = the transfer's version; If-None-Match with it answers 304; with ``Prefer: wait=N`` the answer
+    comes when the transfer changes (here: accepted while the read waits), or 304 after N seconds."""
+    sender, receiver = await registry.party(), await registry.party("intermediary", "intermediary")
+    await registry.fund(sender, 10)
+    posted = await registry.transfer(sender, receiver, 4, expect=201)
+    transfer_id, path = posted.json()["id"], f"/api/v1/transfers/{posted.json()['id']}"
+    assert posted.headers["etag"] == '"1"'
+    await registry.reaches(transfer_id, receiver, "awaiting_acceptance")
+    seen = await registry.call("GET", path, receiver.headers, expect=200)
+    tag = seen.headers["etag"]
+    same = await registry.call("GET", path, {**receiver.headers, "If-None-Match": tag})
+    assert (same.status_code, same.headers["etag"], same.content) == (304, tag, b"")
+    assert (await registry.call("GET", path, {**receiver.headers, "If-None-Match": f'W/{tag}, "0"'})).status_code == 304
+
+    started = time.monotonic()
+    waiting = asyncio.create_task(registry.call("GET", path, {**receiver.headers, "If-None-Match": tag,
+                                                              "Prefer": "wait=5"}))
+    accepted = await registry.act(transfer_id, "accept", receiver)
+    assert accepted.status_code == 200 and accepted.headers["etag"] != tag
+    changed = await waiting
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["state"] in ("accepted", "completed") and changed.headers["etag"] != tag
+    assert changed.headers["preference-applied"] == "wait=5"
+    assert time.monotonic() - started < 5, "answered at the change, not when its wait ran out"
+
+    final = await registry.reaches(transfer_id, sender, "completed")
+    assert [h["to_state"] for h in final["history"]][-1] == "completed"
+    last = (await registry.call("GET", path, sender.headers, expect=200)).headers["etag"]
+    unchanged = await registry.call("GET", path, {**sender.headers, "If-None-Match": last, "Prefer": "wait=1"})
+    assert (unchanged.status_code, unchanged.headers["etag"]) == (304, last)
+    stranger = await registry.party("intermediary", "intermediary")
+    hidden = await registry.call("GET", path, {**stranger.headers, "If-None-Match": last, "Prefer": "wait=1"})
+    assert hidden.status_code == 404
 
 
 async def test_reconciliation_and_ledger_audit_are_clean(registry: RegistryClient):

@@ -24,13 +24,13 @@ log = logging.getLogger("registry.gateway")
 
 FORWARDED_REQUEST_HEADERS = frozenset({
     "authorization", "content-type", "accept", "accept-language", "idempotency-key", "if-match",
-    "if-none-match",
+    "if-none-match", "prefer",
 })
 """Request headers passed to the upstream (plus X-Request-ID and X-Correlation-ID, always set)."""
 
 RETURNED_RESPONSE_HEADERS = frozenset({
     "content-type", "content-language", "location", "etag", "retry-after", "x-request-id",
-    "x-correlation-id", "cache-control", "content-disposition", "link", "www-authenticate",
+    "x-correlation-id", "cache-control", "content-disposition", "link", "www-authenticate", "preference-applied",
 })
 """Response headers passed back. Hop-by-hop headers (connection, keep-alive, transfer-encoding, ...)
 and content-encoding (httpx has already decoded the body) are never among them."""

@@ -3,6 +3,9 @@ and the reconciliation against the ledger's holds."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -11,7 +14,7 @@ from urllib.parse import quote
 from uuid import UUID
 
 import httpx
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import bindparam, func, literal, or_, select, tuple_
@@ -20,6 +23,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from registry_common import idempotency
 from registry_common.audit import record_audit
 from registry_common.auth import OVERSIGHT_ROLES, CurrentPrincipal, Principal, Role, require_roles
+from registry_common.change_feed import ChangeFeed
+from registry_common.db import asyncpg_dsn
 from registry_common.errors import RegistryError
 from registry_common.http_transport import LeanHTTPTransport
 from registry_common.routes import ReadConn, WriteConn
@@ -32,15 +37,23 @@ Overseer = Annotated[Principal, Depends(require_roles(*OVERSIGHT_ROLES))]
 Administrator = Annotated[Principal, Depends(require_roles(Role.ADMINISTRATOR))]
 
 
+MAX_WAIT_SECONDS = 5.0
+"""The longest ``Prefer: wait`` a read honours (below the gateway's 10-second upstream timeout)."""
+CHANGES_CHANNEL = "transfer_changed"  # the transfers table's update trigger (migration t0004)
+
+
 @asynccontextmanager
-async def accounts_client(app: FastAPI) -> AsyncIterator[None]:
-    """The accounts API, for the balance pre-check and the reconciliation (never for truth)."""
+async def api_resources(app: FastAPI) -> AsyncIterator[None]:
+    """The accounts API, for the balance pre-check and the reconciliation (never for truth); and the
+    feed of committed transfer changes, for reads that wait for one."""
     url = app.state.settings.accounts_api_url
     transport = (LeanHTTPTransport(max_connections=100) if url.startswith("http://")  # kept alive under load
                  else httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=100, max_keepalive_connections=100)))
-    async with httpx.AsyncClient(base_url=url, timeout=5.0, transport=transport) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=5.0, transport=transport) as client, \
+            ChangeFeed(asyncpg_dsn(app.state.settings.app_database_url), CHANGES_CHANNEL) as changes:
         app.state.accounts_api = client
         app.state.accounts_transport = transport
+        app.state.transfer_changes = changes
         yield
 
 
@@ -60,6 +73,11 @@ class SettingsIn(BaseModel):
 
 def public(row: Any) -> dict[str, Any]:
     return {k: v for k, v in row._mapping.items() if k not in ("version", "reminders_sent")}
+
+
+def entity_tag(row: Any) -> str:
+    """The transfer's ETag: its version, which every change of state or history increments."""
+    return f'"{row.version}"'
 
 
 async def available_balance(request: Request, body: TransferIn) -> int | None:
@@ -107,7 +125,8 @@ async def request_transfer(body: TransferIn, request: Request, who: CurrentPrinc
                                              sender_rights=rights)
         content = _json(public(row))
         await idempotency.remember(conn, key, who.user_id, 201, content)
-    return JSONResponse(content, status_code=201, headers={"Location": f"/api/v1/transfers/{row.id}"})
+    return JSONResponse(content, status_code=201,
+                        headers={"Location": f"/api/v1/transfers/{row.id}", "ETag": entity_tag(row)})
 
 
 def _json(value: dict[str, Any]) -> dict[str, Any]:
@@ -193,19 +212,73 @@ _HISTORY = select(transfer_history).where(transfer_history.c.transfer_id == bind
     transfer_history.c.id)
 
 
-@router.get("/{transfer_id}")
-async def get_transfer(transfer_id: UUID, conn: ReadConn, who: CurrentPrincipal) -> dict[str, Any]:
-    """The transfer with its full state history."""
-    row = await service.load(conn, transfer_id, lock=False)
-    if row is None or not await service.visible(conn, row, who):
-        raise RegistryError("transfer.not_found")
-    history = (await conn.execute(_HISTORY, {"transfer_id": transfer_id})).mappings().all()
-    return {**public(row), "history": [{k: v for k, v in h.items() if k != "transfer_id"} for h in history]}
+WAIT_PREFERENCE = re.compile(r"(?:^|[,;]\s*)wait\s*=\s*(\d+)", re.IGNORECASE)
+
+
+def preferred_wait(prefer: str | None) -> float:
+    """Seconds of RFC 7240's ``Prefer: wait=N`` (0 without it), at most MAX_WAIT_SECONDS."""
+    found = WAIT_PREFERENCE.search(prefer or "")
+    return min(float(found.group(1)), MAX_WAIT_SECONDS) if found else 0.0
+
+
+def matches(if_none_match: str | None, tag: str) -> bool:
+    """RFC 9110's weak comparison of ``If-None-Match`` with the current ETag (``*`` matches any)."""
+    if if_none_match is None:
+        return False
+    given = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in given or tag in given
+
+
+@router.get("/{transfer_id}", responses={
+    200: {"description": "The transfer with its full state history; `ETag` is its version."},
+    304: {"description": "`If-None-Match` names the current version (after waiting, with `Prefer: wait`, "
+                         "for a change that did not come)."}})
+async def get_transfer(
+    transfer_id: UUID, request: Request, who: CurrentPrincipal,
+    if_none_match: Annotated[str | None, Header(description="the `ETag` you have: answer 304 while it is current")]
+    = None,
+    prefer: Annotated[str | None, Header(description=(
+        f"`wait=N` with `If-None-Match`: wait up to N seconds (at most {MAX_WAIT_SECONDS:.0f}) for the transfer "
+        "to change, answering as soon as it does"))] = None,
+) -> Response:
+    """The transfer with its full state history. A client following a transfer sends the `ETag` it has in
+    `If-None-Match` with `Prefer: wait=5`: the answer comes when the transfer changes (or 304 after 5 s),
+    with no polling."""
+    engine, changes = request.app.state.engine, request.app.state.transfer_changes
+    wait = preferred_wait(prefer) if if_none_match is not None else 0.0
+    deadline = time.monotonic() + wait
+    with changes.watch(str(transfer_id)) as changed:  # before the read: a change after it is not missed
+        while True:
+            changed.clear()
+            async with engine.connect() as conn:  # no connection is held while waiting
+                row = await service.load(conn, transfer_id, lock=False)
+                if row is None or not await service.visible(conn, row, who):
+                    raise RegistryError("transfer.not_found")
+                tag = entity_tag(row)
+                if not matches(if_none_match, tag):
+                    history = (await conn.execute(_HISTORY, {"transfer_id": transfer_id})).mappings().all()
+                    break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return Response(status_code=304, headers=_tag_headers(tag, wait))
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=left)
+            except TimeoutError:
+                pass
+    content = {**_json(public(row)),
+               "history": [_json({k: v for k, v in h.items() if k != "transfer_id"}) for h in history]}
+    return JSONResponse(content, headers=_tag_headers(tag, wait))
+
+
+def _tag_headers(tag: str, wait: float) -> dict[str, str]:
+    return {"ETag": tag, **({"Preference-Applied": f"wait={wait:.0f}"} if wait else {})}
 
 
 def _action(name: str) -> Any:
-    async def perform(transfer_id: UUID, request: Request, conn: WriteConn, who: CurrentPrincipal) -> dict[str, Any]:
+    async def perform(transfer_id: UUID, request: Request, response: Response, conn: WriteConn,
+                      who: CurrentPrincipal) -> dict[str, Any]:
         row = await service.act(conn, transfer_id, name, who=who, now=request.app.state.clock.now())
+        response.headers["ETag"] = entity_tag(row)
         return public(row)
 
     perform.__name__ = f"{name}_transfer"

@@ -4,7 +4,7 @@ its acceptance window, sweeper, reconciliation, and read models of accounts and 
 from pathlib import Path
 
 from registry_common.service import ServiceDefinition
-from transfers.api_transfers import accounts_client, router
+from transfers.api_transfers import api_resources, router
 from transfers.service import SUBSCRIPTIONS, sweep
 from transfers.settings import TransfersSettings
 from transfers.tables import calendar, metadata
@@ -17,5 +17,5 @@ DEFINITION = ServiceDefinition(
     subscriptions={**SUBSCRIPTIONS, **calendar.subscriptions},
     periodic_tasks=[("sweeper", "sweep_interval_seconds", sweep)],
     settings_class=TransfersSettings,
-    api_lifespan=accounts_client,
+    api_lifespan=api_resources,
 )

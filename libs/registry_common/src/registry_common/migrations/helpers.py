@@ -1,4 +1,4 @@
-"""Helpers for migrations: append-only tables and insert notifications."""
+"""Helpers for migrations: append-only tables, insert and update notifications."""
 
 from alembic import op
 
@@ -39,4 +39,19 @@ def notify_on_insert(table: str, channel: str) -> None:
     op.execute(
         f"CREATE TRIGGER notify_{table} AFTER INSERT ON {table} "
         f"FOR EACH STATEMENT EXECUTE FUNCTION notify_{table}()"
+    )
+
+
+def notify_on_update(table: str, channel: str, key: str = "id") -> None:
+    """Tell listeners (:class:`registry_common.change_feed.ChangeFeed`) which row of ``table`` changed,
+    when the transaction updating it commits: ``pg_notify(channel, <the row's key as text>)``."""
+    op.execute(
+        f"""
+        CREATE OR REPLACE FUNCTION notify_{table}_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_notify('{channel}', NEW.{key}::text); RETURN NULL; END $$
+        """
+    )
+    op.execute(
+        f"CREATE TRIGGER notify_{table}_changed AFTER UPDATE ON {table} "
+        f"FOR EACH ROW EXECUTE FUNCTION notify_{table}_changed()"
     )

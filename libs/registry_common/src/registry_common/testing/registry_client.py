@@ -18,8 +18,10 @@ out once every service whose database the client holds (transfers' always; more 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import string
+import time
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -187,16 +189,30 @@ class RegistryClient:
         return (await self.call("GET", f"/api/v1/transfers/{transfer_id}", who.headers, expect=200)).json()
 
     async def reaches(self, transfer_id: str, who: Party, states: str | Collection[str], *, within: float = 60.0,
-                      interval: float = 0.05) -> dict[str, Any]:
-        """Poll until the transfer is in one of ``states`` (at most ``within`` seconds); returns it."""
+                      wait: int = 5) -> dict[str, Any]:
+        """Follow the transfer until it is in one of ``states`` (at most ``within`` seconds); returns it. Each
+        read after the first names the version it has (``If-None-Match``) and waits up to ``wait`` seconds
+        for the next (``Prefer: wait``): the API answers when the transfer changes, or 304. A failed read (a
+        process restarting) counts as "not yet"."""
         wanted = {states} if isinstance(states, str) else set(states)
-
-        async def check() -> dict[str, Any] | None:
-            current = await self.state(transfer_id, who)
-            return current if current["state"] in wanted else None
-
-        return await wait_for(check, timeout=within, interval=interval,
-                              what=f"transfer {transfer_id} to be {' or '.join(sorted(wanted))}")
+        deadline = time.monotonic() + within
+        path, tag, last = f"/api/v1/transfers/{transfer_id}", None, None
+        while time.monotonic() < deadline:
+            following = {} if tag is None else {"If-None-Match": tag, "Prefer": f"wait={wait}"}
+            try:
+                answer = await self.call("GET", path, {**who.headers, **following})
+            except httpx.HTTPError as exc:
+                answer, last = None, exc
+            if answer is not None and answer.status_code == 200:
+                last, tag = answer.json(), answer.headers.get("etag")
+                if last["state"] in wanted:
+                    return dict(last)
+            elif answer is None or answer.status_code != 304:
+                last = last if answer is None else f"{answer.status_code} {answer.text[:500]}"
+                tag = None
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out after {within}s waiting for transfer {transfer_id} to be "
+                             f"{' or '.join(sorted(wanted))}; last answer: {last!r}")
 
     # Checks --------------------------------------------------------------------------------------
     async def reconciliation(self) -> dict[str, Any]:
