@@ -21,8 +21,10 @@ UNIT_LABELS = {
 
 @cache
 def environment() -> jinja2.Environment:
+    # The templates ship with the code: each is read and compiled once, never checked again on disk.
     return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
-                              autoescape=False, keep_trailing_newline=False)  # noqa: S701 (plain text)
+                              autoescape=False, keep_trailing_newline=False,  # noqa: S701 (plain text)
+                              auto_reload=False)
 
 
 def language_of(value: str | None) -> str:

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4, uuid5
 
-from sqlalchemy import func, select, update
+from sqlalchemy import String, any_, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -61,11 +62,26 @@ _ROW_COLUMNS = ("event_id", "event_type", "notification_type", "occurred_at", "r
                 "next_attempt_at", "give_up_at", "delivered_at")
 
 
+_RECORD = pg_insert(notifications).on_conflict_do_nothing(constraint="uq_notifications_once")
+
+
 async def _record_all(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """The rows in one statement, one row per (event, recipient, channel): a second try inserts nothing."""
     if rows:
-        await conn.execute(pg_insert(notifications).on_conflict_do_nothing(constraint="uq_notifications_once"),
-                           [{"id": uuid4(), **dict.fromkeys(_ROW_COLUMNS), **row} for row in rows])
+        await conn.execute(_RECORD, [{"id": uuid4(), **dict.fromkeys(_ROW_COLUMNS), **row} for row in rows])
+
+
+# The contacts of any number of accounts, each in one statement built once (the accounts bound as one array).
+_ACCOUNT_IDS = bindparam("account_ids", type_=ARRAY(String))
+_PEOPLE_OF_ACCOUNTS = (
+    select(directory.representatives.c.account_id.label("party_account_id"), known_users)
+    .join(directory.representatives, directory.representatives.c.user_id == known_users.c.user_id)
+    .where(directory.representatives.c.account_id == any_(_ACCOUNT_IDS), known_users.c.active)
+    .order_by(known_users.c.user_id))
+_HOOKS_OF_ACCOUNTS = (
+    select(webhook_subscriptions)
+    .where(webhook_subscriptions.c.account_id == any_(_ACCOUNT_IDS), webhook_subscriptions.c.active)
+    .order_by(webhook_subscriptions.c.id))
 
 
 async def _contacts(conn: AsyncConnection, accounts: list[str]) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
@@ -74,16 +90,9 @@ async def _contacts(conn: AsyncConnection, accounts: list[str]) -> tuple[dict[st
     hooks_of: dict[str, list[Any]] = {account_id: [] for account_id in accounts}
     if not accounts:
         return people_of, hooks_of
-    representatives = directory.representatives
-    for person in (await conn.execute(
-            select(representatives.c.account_id.label("party_account_id"), known_users)
-            .join(representatives, representatives.c.user_id == known_users.c.user_id)
-            .where(representatives.c.account_id.in_(accounts), known_users.c.active)
-            .order_by(known_users.c.user_id))).all():
+    for person in (await conn.execute(_PEOPLE_OF_ACCOUNTS, {"account_ids": accounts})).all():
         people_of[person.party_account_id].append(person)
-    for hook in (await conn.execute(select(webhook_subscriptions).where(
-            webhook_subscriptions.c.account_id.in_(accounts), webhook_subscriptions.c.active)
-            .order_by(webhook_subscriptions.c.id))).all():
+    for hook in (await conn.execute(_HOOKS_OF_ACCOUNTS, {"account_ids": accounts})).all():
         hooks_of[hook.account_id].append(hook)
     return people_of, hooks_of
 
@@ -103,10 +112,13 @@ def _rows_for(message: Message, event_id: UUID, ctx: HandlerContext, people_of: 
     timezone = settings.programme_timezone
     rows: list[dict[str, Any]] = []
     for account_id, side in rule.parties(message):
+        texts: dict[str, tuple[str, str]] = {}  # (subject, body) by language: a party's people share them
         for person in people_of[account_id]:
             recipient = f"user:{person.user_id}"
             language = language_of(person.language)
-            subject, body = render(rule.notification_type, language, facts, side=side, timezone=timezone)
+            if language not in texts:
+                texts[language] = render(rule.notification_type, language, facts, side=side, timezone=timezone)
+            subject, body = texts[language]
             base = {**common, "recipient": recipient, "user_id": person.user_id, "account_id": account_id,
                     "language": language, "subject": subject, "body": body}
             rows.append({**base, "channel": "inbox", "address": None, "state": "delivered", "delivered_at": now,

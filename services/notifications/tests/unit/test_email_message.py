@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from aiosmtplib.email import extract_recipients, extract_sender, flatten_message
 
-from notifications.delivery import email_message
+from notifications.delivery import email_message, envelope_sender
 
 ROW = SimpleNamespace(
     body="Hola,\n\nLa cuenta MX-100-000123 le propone 10 derechos de emisión (añada 2021).\nPlazo: 24 h.\n",
@@ -24,7 +24,7 @@ ROW = SimpleNamespace(
                                        "notificaciones@registro.example.mx"])
 def test_a_mail_client_reads_back_every_field(mail_from: str) -> None:
     message = email_message(ROW, SimpleNamespace(mail_from=mail_from))
-    assert extract_sender(message) == "notificaciones@registro.example.mx"
+    assert extract_sender(message) == "notificaciones@registro.example.mx" == envelope_sender(mail_from)
     assert extract_recipients(message) == ["ana.perez@example.mx"]
     raw = flatten_message(message)
     assert raw.isascii()  # 7-bit on the wire: quoted-printable body, RFC 2047 words in headers
