@@ -296,3 +296,104 @@ async def test_serial_numbers_beyond_32_bits_move_merge_and_audit(ledger_api: Le
     line = next(h for h in holdings["by_type_and_vintage"] if h["vintage"] == 2029)
     assert line["quantity"] == 25 and len(line["blocks"]) == 1 and line["blocks"][0]["start"] >= 5_000_000_000
     assert (await ledger_api.audit())["ok"]
+
+
+async def test_the_hold_commands_on_the_broker_face_merge_journal_and_refuse_without_writing(
+        ledger_api: Ledger, provisioned_services):
+    """hold_units, settle_hold and release_hold as the worker runs them (no savepoint: each refuses before
+    its first write). A hold taken from three blocks keeps adjacent serials of one vintage as one block and
+    journals a row per vintage; settling merges them into the receiver's blocks; refusals, in the same
+    transaction, publish their event and change nothing."""
+    from accounts.commands import on_hold_units, on_release_hold, on_settle_hold
+    from registry_common.clock import ProgrammeClock
+    from registry_common.messaging.consumer import HandlerContext
+    from registry_common.messaging.envelope import Envelope
+    from registry_common.messaging.outbox import Outbox
+    from registry_contracts.accounts import HoldUnits, ReleaseHold, SettleHold
+
+    settings = settings_from_env(provisioned_services, "accounts")
+    sender, receiver = ledger_api.account("HS"), ledger_api.account("HR")
+    base = 2 * 10**15 + int(uuid4().int % 10**9) * 1000  # far from every other test's serials, above 2^31
+    owner = make_engine(settings.owner_database_url, pool_size=0, application_name="hold-commands-setup")
+    async with owner.begin() as conn:
+        for account in (sender, receiver):
+            await conn.execute(text("INSERT INTO accounts (id, kind, name, state) VALUES (:id, 'central', :id, "
+                                    "'active')"), {"id": account})
+        for account, vintage, start, end in [(sender, 2021, base, base + 4), (sender, 2021, base + 5, base + 9),
+                                             (sender, 2022, base + 20, base + 29),
+                                             (receiver, 2021, base + 10, base + 19)]:
+            await conn.execute(text("INSERT INTO unit_blocks (account_id, unit_type, vintage, serial_start, "
+                                    "serial_end) VALUES (:a, 'allowance', :v, :s, :e)"),
+                               {"a": account, "v": vintage, "s": start, "e": end})
+            await conn.execute(text(
+                "INSERT INTO journal (movement_id, kind, to_account_id, unit_type, vintage, serials, quantity, actor, "
+                "at) VALUES (:m, 'issuance', :a, 'allowance', :v, int8multirange(int8range(:s, :e, '[]')), "
+                ":q, 't', now())"), {"m": uuid4(), "a": account, "v": vintage, "s": start, "e": end,
+                                    "q": end - start + 1})
+    await owner.dispose()
+
+    def hold(quantity: int) -> HoldUnits:
+        return HoldUnits(transfer_id=uuid4(), sender_account_id=sender, receiver_account_id=receiver,
+                         unit_type="allowance", quantity=quantity, actor="authority-1")
+
+    async def handle(handler: Any, message: Any) -> list[tuple[str, dict[str, Any]]]:
+        """Run one handler as the worker would; the events it published."""
+        context = HandlerContext(Envelope.wrap(message, producer="transfers"), Outbox("accounts"),
+                                 ProgrammeClock(None), settings)
+        await handler(conn, message, context)
+        rows = (await conn.execute(text(
+            "SELECT routing_key, envelope->'payload' AS p FROM outbox WHERE envelope->>'causation_id' = :m "
+            "ORDER BY id"), {"m": str(context.envelope.message_id)})).all()
+        return [(r.routing_key, r.p) for r in rows]
+
+    async def blocks_of(column: str, place: Any) -> list[tuple[int, int, int]]:
+        return [tuple(r) for r in (await conn.execute(text(
+            f"SELECT vintage, serial_start - {base}, serial_end - {base} FROM unit_blocks WHERE {column} = :p "
+            "ORDER BY serial_start"), {"p": place})).all()]
+
+    engine = make_engine(settings.app_database_url, pool_size=0, application_name="hold-commands-test")
+    async with engine.begin() as conn:
+        too_much = hold(21)
+        assert await handle(on_hold_units, too_much) == [("accounts.hold_refused.v1", {
+            "transfer_id": str(too_much.transfer_id), "sender_account_id": sender, "receiver_account_id": receiver,
+            "quantity": 21, "code": "ledger.insufficient_units", "detail": "requested=21, available=20"})]
+        unknown = uuid4()
+        [(key, refusal)] = await handle(on_settle_hold, SettleHold(transfer_id=unknown))
+        assert (key, refusal["code"]) == ("accounts.movement_refused.v1", "ledger.hold_not_found")
+        assert await handle(on_release_hold, ReleaseHold(transfer_id=unknown, reason="x")) == []
+
+        held = hold(17)  # two whole blocks of 2021 (adjacent) and 7 units of the 2022 block
+        [(key, event)] = await handle(on_hold_units, held)
+        assert key == "accounts.units_held.v1" and event["quantity"] == 17
+        assert [(b["vintage"], b["quantity"], [(r["start"] - base, r["end"] - base) for r in b["ranges"]])
+                for b in event["blocks"]] == [(2021, 10, [(0, 4), (5, 9)]), (2022, 7, [(20, 26)])]
+        hold_id = event["hold_id"]
+        assert await blocks_of("hold_id", hold_id) == [(2021, 0, 9), (2022, 20, 26)]
+        assert await blocks_of("account_id", sender) == [(2022, 27, 29)]
+        journalled = (await conn.execute(text(
+            "SELECT kind, vintage, quantity, serials::text AS s FROM journal WHERE hold_id = :h ORDER BY id"),
+            {"h": hold_id})).all()
+        assert [(j.kind, j.vintage, j.quantity, j.s) for j in journalled] == [
+            ("transfer_hold", 2021, 10, f"{{[{base},{base + 10})}}"),
+            ("transfer_hold", 2022, 7, f"{{[{base + 20},{base + 27})}}")]
+        assert await handle(on_hold_units, held) == []  # a repeated command: its hold is there already
+
+        [(key, event)] = await handle(on_settle_hold, SettleHold(transfer_id=held.transfer_id))
+        assert key == "accounts.hold_settled.v1" and event["quantity"] == 17
+        assert await blocks_of("hold_id", hold_id) == []
+        assert await blocks_of("account_id", receiver) == [(2021, 0, 19), (2022, 20, 26)]
+        state = (await conn.execute(text("SELECT state, closed_at IS NOT NULL AS closed FROM holds WHERE id = :h"),
+                                    {"h": hold_id})).one()
+        assert (state.state, state.closed) == ("settled", True)
+        assert await handle(on_settle_hold, SettleHold(transfer_id=held.transfer_id)) == []  # already settled
+        assert await handle(on_release_hold, ReleaseHold(transfer_id=held.transfer_id, reason="x")) == []
+
+        returned = hold(2)
+        [(key, event)] = await handle(on_hold_units, returned)
+        [(key, event)] = await handle(on_release_hold, ReleaseHold(transfer_id=returned.transfer_id, reason="late"))
+        assert (key, event["reason"], event["quantity"]) == ("accounts.hold_released.v1", "late", 2)
+        assert await blocks_of("account_id", sender) == [(2022, 27, 29)]
+        [(key, refusal)] = await handle(on_settle_hold, SettleHold(transfer_id=returned.transfer_id))
+        assert (key, refusal["code"]) == ("accounts.movement_refused.v1", "ledger.hold_not_held")
+    await engine.dispose()
+    assert (await ledger_api.audit())["ok"]

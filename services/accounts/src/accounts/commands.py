@@ -1,6 +1,8 @@
 """The ledger's broker face: one handler per command, each calling the same operation as the HTTP face,
 in the consumer's transaction (inbox claim + effect + outgoing event commit together). A refusal rolls
-back to a savepoint, so nothing of the movement stays, and publishes its refusal event with the code."""
+back to a savepoint, so nothing of the movement stays, and publishes its refusal event with the code. The
+hold commands (hold, settle, release: two of every transfer) refuse before their first write, so they run
+without the savepoint (two round trips fewer); their refusals are the same."""
 
 from __future__ import annotations
 
@@ -43,6 +45,16 @@ async def attempt(conn: AsyncConnection, work: Callable[[], Awaitable[Message | 
         return refusal
     await savepoint.commit()
     return result
+
+
+async def refused_before_writing(work: Callable[[], Awaitable[Message | None]]) -> Message | Refusal | None:
+    """Run ``work``, an operation whose every refusal comes before its first write: a refusal leaves
+    nothing to undo, so it is returned, not raised, without a savepoint. (The rows it locked before
+    refusing stay locked until the transaction ends, where a savepoint's rollback would free them.)"""
+    try:
+        return await work()
+    except Refusal as refusal:
+        return refusal
 
 
 async def _publish(conn: AsyncConnection, ctx: HandlerContext, outcome: Message | Refusal | None,
@@ -91,7 +103,7 @@ async def on_move_units_batch(conn: AsyncConnection, command: MoveUnitsBatch, ct
 
 
 async def on_hold_units(conn: AsyncConnection, command: HoldUnits, ctx: HandlerContext) -> None:
-    outcome = await attempt(conn, lambda: ledger.hold_units(conn, command, actor_of(ctx, command.actor)))
+    outcome = await refused_before_writing(lambda: ledger.hold_units(conn, command, actor_of(ctx, command.actor)))
     await _publish(conn, ctx, outcome, lambda r: HoldRefused(
         transfer_id=command.transfer_id, sender_account_id=command.sender_account_id,
         receiver_account_id=command.receiver_account_id, quantity=command.quantity, code=r.code,
@@ -99,13 +111,13 @@ async def on_hold_units(conn: AsyncConnection, command: HoldUnits, ctx: HandlerC
 
 
 async def on_settle_hold(conn: AsyncConnection, command: SettleHold, ctx: HandlerContext) -> None:
-    outcome = await attempt(conn, lambda: ledger.settle_hold(conn, command, actor_of(ctx, command.actor)))
+    outcome = await refused_before_writing(lambda: ledger.settle_hold(conn, command, actor_of(ctx, command.actor)))
     await _publish(conn, ctx, outcome, lambda r: MovementRefused(
         command="settle_hold", reference_id=command.transfer_id, code=r.code, detail=_detail(r)))
 
 
 async def on_release_hold(conn: AsyncConnection, command: ReleaseHold, ctx: HandlerContext) -> None:
-    outcome = await attempt(conn, lambda: ledger.release_hold(conn, command, actor_of(ctx, command.actor)))
+    outcome = await refused_before_writing(lambda: ledger.release_hold(conn, command, actor_of(ctx, command.actor)))
     await _publish(conn, ctx, outcome, lambda r: MovementRefused(
         command="release_hold", reference_id=command.transfer_id, code=r.code, detail=_detail(r)))
 

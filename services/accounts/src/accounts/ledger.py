@@ -16,8 +16,24 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import BigInteger, String, bindparam, cast, delete, func, insert, literal, or_, select, text, update
-from sqlalchemy.dialects.postgresql import INT8MULTIRANGE
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    String,
+    Uuid,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, INT8MULTIRANGE
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accounts.domain.ledger import (
@@ -121,10 +137,49 @@ _FROZEN = select(ledger_settings.c.frozen).where(ledger_settings.c.id == 1)
 _ACCOUNT = select(accounts.c.id, accounts.c.kind, accounts.c.state, accounts.c.installation_id).where(
     accounts.c.id == bindparam("account_id"))
 _LOCK_ACCOUNT = {False: _ACCOUNT.with_for_update(), True: _ACCOUNT.with_for_update(read=True)}
-_HOLD_OF = select(holds.c.id).where(holds.c.transfer_id == bindparam("transfer_id"))
+# A transfer's hold, if it has one (a repeated hold command), and the frozen flag, in one read.
+_HOLD_OF_AND_FROZEN = select(
+    select(holds.c.id).where(holds.c.transfer_id == bindparam("transfer_id")).scalar_subquery().label("hold_id"),
+    _FROZEN.scalar_subquery().label("frozen"))
 _LOCK_HOLD = select(holds).where(holds.c.transfer_id == bindparam("transfer_id")).with_for_update()
-_BLOCKS_IN_HOLD = select(unit_blocks).where(unit_blocks.c.hold_id == bindparam("hold_id")).order_by(
-    unit_blocks.c.serial_start)
+# The hold locked, with the frozen flag read in the same statement (the flag's row is not locked).
+_LOCK_HOLD_AND_READ_FROZEN = select(holds, _FROZEN.scalar_subquery().label("frozen")).where(
+    holds.c.transfer_id == bindparam("transfer_id")).with_for_update(of=holds)
+# A new hold, its blocks and its journal rows (a transfer_hold movement), in one statement. Blocks and
+# journal rows come as arrays, element i of each for block (row) i; the rows are journalled in that order.
+_NEW_HOLD = text(
+    "WITH new_hold AS ("
+    "  INSERT INTO holds (id, transfer_id, sender_account_id, receiver_account_id, unit_type, vintage, quantity, state)"
+    "  VALUES (:hold_id, :transfer_id, :sender_account_id, :receiver_account_id, :unit_type, :vintage, :quantity,"
+    "          'held')), "
+    "held_blocks AS ("
+    "  INSERT INTO unit_blocks (hold_id, unit_type, vintage, origin, serial_start, serial_end)"
+    "  SELECT :hold_id, :unit_type, * FROM unnest(:block_vintages, :block_origins, :block_starts, :block_ends)) "
+    "INSERT INTO journal (movement_id, kind, from_account_id, hold_id, unit_type, vintage, origin, serials, quantity,"
+    "                     actor, correlation_id, causation_id, at) "
+    "SELECT :movement_id, 'transfer_hold', :sender_account_id, :hold_id, :unit_type, j.vintage, j.origin,"
+    "       CAST(j.serials AS int8multirange), j.quantity, :actor, :correlation_id, :causation_id, :at "
+    "FROM unnest(:journal_vintages, :journal_origins, :journal_serials, :journal_quantities) WITH ORDINALITY"
+    "     AS j(vintage, origin, serials, quantity, n) "
+    "ORDER BY j.n"
+).bindparams(
+    bindparam("hold_id", type_=Uuid), bindparam("transfer_id", type_=Uuid),
+    bindparam("sender_account_id", type_=String), bindparam("receiver_account_id", type_=String),
+    bindparam("unit_type", type_=String), bindparam("vintage", type_=Integer), bindparam("quantity", type_=BigInteger),
+    bindparam("block_vintages", type_=ARRAY(Integer)), bindparam("block_origins", type_=ARRAY(String)),
+    bindparam("block_starts", type_=ARRAY(BigInteger)), bindparam("block_ends", type_=ARRAY(BigInteger)),
+    bindparam("movement_id", type_=Uuid), bindparam("actor", type_=String), bindparam("correlation_id", type_=String),
+    bindparam("causation_id", type_=String), bindparam("at", type_=DateTime(timezone=True)),
+    bindparam("journal_vintages", type_=ARRAY(Integer)), bindparam("journal_origins", type_=ARRAY(String)),
+    bindparam("journal_serials", type_=ARRAY(String)), bindparam("journal_quantities", type_=ARRAY(BigInteger)))
+_RECORDED = select(journal.c.id).where(journal.c.movement_id == bindparam("movement_id")).limit(1)
+# A hold closed (``:state``) and every block taken out of it, in one statement (the blocks returned in no
+# particular order).
+_CLOSE_AND_EMPTY_HOLD = delete(unit_blocks).where(unit_blocks.c.hold_id == bindparam("hold_id")).returning(
+    unit_blocks.c.id, unit_blocks.c.vintage, unit_blocks.c.origin, unit_blocks.c.serial_start,
+    unit_blocks.c.serial_end,
+).add_cte(update(holds).where(holds.c.id == bindparam("hold_id")).values(
+    state=bindparam("state"), closed_at=func.now()).cte("closed_hold"))
 _DELETE_BLOCK = delete(unit_blocks).where(unit_blocks.c.id == bindparam("block_id"))
 _SET_START = update(unit_blocks).where(unit_blocks.c.id == bindparam("block_id")).values(
     serial_start=bindparam("serial"))
@@ -140,11 +195,11 @@ _NEIGHBOURS = {
             unit_blocks.c.serial_start == bindparam("end", type_=BigInteger) + 1))
     for place_by, column in (("hold", unit_blocks.c.hold_id), ("account", unit_blocks.c.account_id))
 }
-_NEW_BLOCK = insert(unit_blocks).values(
+_NEW_BLOCK = insert(unit_blocks).inline().values(
     account_id=bindparam("account_id"), hold_id=bindparam("hold_id"), unit_type=bindparam("unit_type"),
     vintage=bindparam("vintage"), origin=bindparam("origin"), serial_start=bindparam("serial_start"),
     serial_end=bindparam("serial_end"))
-_JOURNAL_ROW = insert(journal).values(
+_JOURNAL_ROW = insert(journal).inline().values(
     movement_id=bindparam("movement_id"), kind=bindparam("kind"), from_account_id=bindparam("from_account_id"),
     to_account_id=bindparam("to_account_id"), hold_id=bindparam("hold_id"), unit_type=bindparam("unit_type"),
     vintage=bindparam("vintage"), origin=bindparam("origin"),
@@ -186,24 +241,39 @@ def _check_frozen(rule: MovementRule, frozen: bool) -> None:
 
 
 # Blocks ---------------------------------------------------------------------------------------------
-async def candidate_blocks(conn: AsyncConnection, location: Location, unit_type: str, vintage: int | None,
-                           quantity: int) -> list[Block]:
-    """The blocks a quantity would be taken from: oldest vintage, lowest serial first, only as many as
-    needed (a running sum), so a movement reads O(blocks taken), whatever the account holds."""
+def _candidates_statement(place_column: Any, of_one_vintage: bool) -> Any:
+    """The blocks at a place (``:place``) of ``:unit_type`` (and ``:vintage``), oldest vintage and lowest
+    serial first, up to the first whose running sum reaches ``:quantity``."""
     size = unit_blocks.c.serial_end - unit_blocks.c.serial_start + 1
-    conditions = [location.where(), unit_blocks.c.unit_type == unit_type]
-    if vintage is not None:
-        conditions.append(unit_blocks.c.vintage == vintage)
+    conditions = [place_column == bindparam("place"), unit_blocks.c.unit_type == bindparam("unit_type")]
+    if of_one_vintage:
+        conditions.append(unit_blocks.c.vintage == bindparam("vintage"))
     ordered = select(
         unit_blocks.c.id, unit_blocks.c.vintage, unit_blocks.c.origin, unit_blocks.c.serial_start,
         unit_blocks.c.serial_end,
         func.sum(size).over(order_by=(unit_blocks.c.vintage, unit_blocks.c.serial_start)).label("running"),
         size.label("size"),
     ).where(*conditions).subquery()
-    rows = (await conn.execute(
-        select(ordered).where(ordered.c.running - ordered.c.size < quantity)
-        .order_by(ordered.c.vintage, ordered.c.serial_start)
-    )).all()
+    return (select(ordered).where(ordered.c.running - ordered.c.size < bindparam("quantity", type_=BigInteger))
+            .order_by(ordered.c.vintage, ordered.c.serial_start))
+
+
+# By location kind and whether one vintage is asked for.
+_CANDIDATES = {
+    (place_by, of_one_vintage): _candidates_statement(column, of_one_vintage)
+    for place_by, column in (("hold", unit_blocks.c.hold_id), ("account", unit_blocks.c.account_id))
+    for of_one_vintage in (False, True)
+}
+
+
+async def candidate_blocks(conn: AsyncConnection, location: Location, unit_type: str, vintage: int | None,
+                           quantity: int) -> list[Block]:
+    """The blocks a quantity would be taken from: oldest vintage, lowest serial first, only as many as
+    needed (a running sum), so a movement reads O(blocks taken), whatever the account holds."""
+    parameters: dict[str, Any] = {"place": location.id, "unit_type": unit_type, "quantity": quantity}
+    if vintage is not None:
+        parameters["vintage"] = vintage
+    rows = (await conn.execute(_CANDIDATES[(location.kind, vintage is not None)], parameters)).all()
     return [Block(r.id, r.vintage, r.origin, r.serial_start, r.serial_end) for r in rows]
 
 
@@ -240,24 +310,51 @@ async def place(conn: AsyncConnection, location: Location, unit_type: str, vinta
             "vintage": vintage, "origin": origin, "serial_start": start, "serial_end": end})
 
 
+async def cut(conn: AsyncConnection, take: Take, unit_type: str, source: Location) -> None:
+    """Cut a take out of its block; the rest stays at the source."""
+    block = take.block
+    if take.whole:
+        await conn.execute(_DELETE_BLOCK, {"block_id": block.id})
+    elif take.start == block.start:
+        await conn.execute(_SET_START, {"block_id": block.id, "serial": take.end + 1})
+    elif take.end == block.end:
+        await conn.execute(_SET_END, {"block_id": block.id, "serial": take.start - 1})
+    else:  # from the middle: the block becomes its head, and its tail a new block
+        await conn.execute(_SET_END, {"block_id": block.id, "serial": take.start - 1})
+        await conn.execute(_NEW_BLOCK, {
+            "account_id": source.account_id, "hold_id": source.hold_id, "unit_type": unit_type,
+            "vintage": block.vintage, "origin": block.origin, "serial_start": take.end + 1,
+            "serial_end": block.end})
+
+
 async def move_takes(conn: AsyncConnection, takes: list[Take], unit_type: str, destination: Location,
                      source: Location) -> None:
     """Cut each take out of its block (the rest stays at the source) and place it at the destination."""
     for take in takes:
-        block = take.block
-        if take.whole:
-            await conn.execute(_DELETE_BLOCK, {"block_id": block.id})
-        elif take.start == block.start:
-            await conn.execute(_SET_START, {"block_id": block.id, "serial": take.end + 1})
-        elif take.end == block.end:
-            await conn.execute(_SET_END, {"block_id": block.id, "serial": take.start - 1})
-        else:  # from the middle: the block becomes its head, and its tail a new block
-            await conn.execute(_SET_END, {"block_id": block.id, "serial": take.start - 1})
-            await conn.execute(_NEW_BLOCK, {
-                "account_id": source.account_id, "hold_id": source.hold_id, "unit_type": unit_type,
-                "vintage": block.vintage, "origin": block.origin, "serial_start": take.end + 1,
-                "serial_end": block.end})
-        await place(conn, destination, unit_type, block.vintage, block.origin, take.start, take.end)
+        await cut(conn, take, unit_type, source)
+        await place(conn, destination, unit_type, take.block.vintage, take.block.origin, take.start, take.end)
+
+
+async def open_hold(conn: AsyncConnection, hold_id: UUID, command: HoldUnits, sender_id: str, receiver_id: str,
+                    takes: list[Take], journalled: list[MovedBlock], actor: Actor) -> None:
+    """The new hold, the takes in it and its journal rows (one per vintage and origin, as ``write_journal``
+    writes them), in one statement. The hold's blocks are those ``place`` would leave in it, new and so
+    empty: adjacent takes of one vintage and origin as one block (no read for neighbours)."""
+    spans: dict[tuple[int, str], list[list[int]]] = defaultdict(list)
+    for take in takes:
+        spans[(take.block.vintage, take.block.origin)].append([take.start, take.end])
+    blocks = [(vintage, origin, start, end)
+              for (vintage, origin), vintage_spans in spans.items() for start, end in _merged(vintage_spans)]
+    await conn.execute(_NEW_HOLD, {
+        "hold_id": hold_id, "transfer_id": command.transfer_id, "sender_account_id": sender_id,
+        "receiver_account_id": receiver_id, "unit_type": command.unit_type, "vintage": command.vintage,
+        "quantity": command.quantity, "block_vintages": [b[0] for b in blocks], "block_origins": [b[1] for b in blocks],
+        "block_starts": [b[2] for b in blocks], "block_ends": [b[3] for b in blocks],
+        "movement_id": uuid4(), "actor": actor.id, "correlation_id": actor.correlation_id,
+        "causation_id": actor.causation_id, "at": actor.at,
+        "journal_vintages": [j.vintage for j in journalled], "journal_origins": [j.origin for j in journalled],
+        "journal_serials": [multirange_text(j.ranges) for j in journalled],
+        "journal_quantities": [j.quantity for j in journalled]})
 
 
 def moved_blocks(unit_type: str, ranges: list[tuple[int, str, int, int]]) -> list[MovedBlock]:
@@ -281,19 +378,19 @@ def multirange_text(ranges: list[SerialRange]) -> str:
 async def write_journal(conn: AsyncConnection, *, movement_id: UUID, kind: str, from_account: str | None,
                         to_account: str | None, hold_id: UUID | None, blocks: list[MovedBlock], actor: Actor,
                         reason: str | None) -> None:
-    """One journal row per vintage and origin moved."""
-    for block in blocks:
-        await conn.execute(_JOURNAL_ROW, {
-            "movement_id": movement_id, "kind": kind, "from_account_id": from_account, "to_account_id": to_account,
-            "hold_id": hold_id, "unit_type": block.unit_type, "vintage": block.vintage, "origin": block.origin,
-            "serials": multirange_text(block.ranges), "quantity": block.quantity, "actor": actor.id,
-            "reason": reason, "correlation_id": actor.correlation_id, "causation_id": actor.causation_id,
-            "at": actor.at})
+    """One journal row per vintage and origin moved, all in one statement."""
+    rows = [{
+        "movement_id": movement_id, "kind": kind, "from_account_id": from_account, "to_account_id": to_account,
+        "hold_id": hold_id, "unit_type": block.unit_type, "vintage": block.vintage, "origin": block.origin,
+        "serials": multirange_text(block.ranges), "quantity": block.quantity, "actor": actor.id,
+        "reason": reason, "correlation_id": actor.correlation_id, "causation_id": actor.causation_id,
+        "at": actor.at} for block in blocks]
+    if rows:
+        await conn.execute(_JOURNAL_ROW, rows[0] if len(rows) == 1 else rows)
 
 
 async def _already_recorded(conn: AsyncConnection, movement_id: UUID) -> bool:
-    return (await conn.execute(select(journal.c.id).where(journal.c.movement_id == movement_id).limit(1))).first() \
-        is not None
+    return (await conn.execute(_RECORDED, {"movement_id": movement_id})).first() is not None
 
 
 def _takes_as_ranges(takes: list[Take]) -> list[tuple[int, str, int, int]]:
@@ -367,12 +464,13 @@ async def move_units(conn: AsyncConnection, command: MoveUnits, actor: Actor, *,
 
 async def hold_units(conn: AsyncConnection, command: HoldUnits, actor: Actor) -> UnitsHeld | None:
     """Move units from the sender into a new hold (escrow) of their own. None: this transfer already
-    has a hold (a repeated command), nothing changes."""
+    has a hold (a repeated command), nothing changes. Every refusal comes before the first write (the
+    broker face runs it without a savepoint)."""
     rule = rule_for(MovementKind.TRANSFER_HOLD)
-    existing = (await conn.execute(_HOLD_OF, {"transfer_id": command.transfer_id})).first()
-    if existing is not None:
+    existing = (await conn.execute(_HOLD_OF_AND_FROZEN, {"transfer_id": command.transfer_id})).one()
+    if existing.hold_id is not None:
         return None
-    _check_frozen(rule, await ledger_is_frozen(conn))
+    _check_frozen(rule, bool(existing.frozen))
     if command.sender_account_id == command.receiver_account_id:
         raise Refusal("ledger.same_account", field="receiver_account_id")
     sender = await lock_account(conn, command.sender_account_id, field="sender_account_id")
@@ -384,33 +482,33 @@ async def hold_units(conn: AsyncConnection, command: HoldUnits, actor: Actor) ->
     settle_rule.check(from_kind=None, to_kind=AccountKind(receiver.kind), unit_type=UnitType(command.unit_type))
     source = Location(account_id=sender.id)
     takes = await _take(conn, source, command.unit_type, command.quantity, command.vintage, command.serial_range)
+    for take in takes:
+        await cut(conn, take, command.unit_type, source)
     hold_id = uuid4()
-    await conn.execute(insert(holds).values(
-        id=hold_id, transfer_id=command.transfer_id, sender_account_id=sender.id, receiver_account_id=receiver.id,
-        unit_type=command.unit_type, vintage=command.vintage, quantity=command.quantity, state="held"))
-    await move_takes(conn, takes, command.unit_type, Location(hold_id=hold_id), source)
     blocks = moved_blocks(command.unit_type, _takes_as_ranges(takes))
-    await write_journal(conn, movement_id=uuid4(), kind=rule.kind, from_account=sender.id, to_account=None,
-                        hold_id=hold_id, blocks=blocks, actor=actor, reason=None)
+    await open_hold(conn, hold_id, command, sender.id, receiver.id, takes, blocks, actor)
     return UnitsHeld(transfer_id=command.transfer_id, hold_id=hold_id, sender_account_id=sender.id,
                      receiver_account_id=receiver.id, quantity=command.quantity, blocks=blocks)
 
 
 async def _lock_hold(conn: AsyncConnection, transfer_id: UUID) -> Any:
-    row = (await conn.execute(_LOCK_HOLD, {"transfer_id": transfer_id})).first()
+    """The hold locked FOR UPDATE, with the ledger's frozen flag as ``frozen``."""
+    row = (await conn.execute(_LOCK_HOLD_AND_READ_FROZEN, {"transfer_id": transfer_id})).first()
     if row is None:
         raise Refusal("ledger.hold_not_found", field="transfer_id")
     return row
 
 
-async def _empty_hold(conn: AsyncConnection, hold: Any, to_account: str, kind: MovementKind, actor: Actor,
-                      reason: str | None) -> list[MovedBlock]:
-    source = Location(hold_id=hold.id)
-    rows = (await conn.execute(_BLOCKS_IN_HOLD, {"hold_id": hold.id})).all()
-    takes = [Take(Block(r.id, r.vintage, r.origin, r.serial_start, r.serial_end), r.serial_start, r.serial_end)
-             for r in rows]
-    await move_takes(conn, takes, hold.unit_type, Location(account_id=to_account), source)
-    blocks = moved_blocks(hold.unit_type, _takes_as_ranges(takes))
+async def _close_and_empty_hold(conn: AsyncConnection, hold: Any, state: str, to_account: str, kind: MovementKind,
+                                actor: Actor, reason: str | None) -> list[MovedBlock]:
+    """The hold closed as ``state`` and every block taken out of it (one statement), then each placed at
+    ``to_account``, lowest serial first, and journalled."""
+    rows = sorted((await conn.execute(_CLOSE_AND_EMPTY_HOLD, {"hold_id": hold.id, "state": state})).all(),
+                  key=lambda r: r.serial_start)
+    destination = Location(account_id=to_account)
+    for r in rows:
+        await place(conn, destination, hold.unit_type, r.vintage, r.origin, r.serial_start, r.serial_end)
+    blocks = moved_blocks(hold.unit_type, [(r.vintage, r.origin, r.serial_start, r.serial_end) for r in rows])
     await write_journal(conn, movement_id=uuid4(), kind=kind, from_account=hold.sender_account_id,
                         to_account=to_account, hold_id=hold.id, blocks=blocks, actor=actor, reason=reason)
     return blocks
@@ -418,16 +516,16 @@ async def _empty_hold(conn: AsyncConnection, hold: Any, to_account: str, kind: M
 
 async def settle_hold(conn: AsyncConnection, command: SettleHold, actor: Actor) -> HoldSettled | None:
     """Held units go to the receiver. Refused only while the ledger is frozen (or if the hold was
-    released); None when it was already settled."""
+    released), before any write; None when it was already settled."""
     hold = await _lock_hold(conn, command.transfer_id)
     if hold.state == "settled":
         return None
     if hold.state != "held":
         raise Refusal("ledger.hold_not_held", state=hold.state)
-    _check_frozen(rule_for(MovementKind.TRANSFER_SETTLE), await ledger_is_frozen(conn))
+    _check_frozen(rule_for(MovementKind.TRANSFER_SETTLE), bool(hold.frozen))
     await lock_account(conn, hold.receiver_account_id, field="receiver_account_id")
-    blocks = await _empty_hold(conn, hold, hold.receiver_account_id, MovementKind.TRANSFER_SETTLE, actor, None)
-    await conn.execute(update(holds).where(holds.c.id == hold.id).values(state="settled", closed_at=func.now()))
+    blocks = await _close_and_empty_hold(conn, hold, "settled", hold.receiver_account_id, MovementKind.TRANSFER_SETTLE,
+                                         actor, None)
     return HoldSettled(transfer_id=hold.transfer_id, hold_id=hold.id, sender_account_id=hold.sender_account_id,
                        receiver_account_id=hold.receiver_account_id, quantity=hold.quantity, blocks=blocks)
 
@@ -439,9 +537,8 @@ async def release_hold(conn: AsyncConnection, command: ReleaseHold, actor: Actor
     if row is None or row.state != "held":
         return None
     await lock_account(conn, row.sender_account_id, field="sender_account_id")  # units are placed there
-    blocks = await _empty_hold(conn, row, row.sender_account_id, MovementKind.TRANSFER_RELEASE, actor,
-                               command.reason)
-    await conn.execute(update(holds).where(holds.c.id == row.id).values(state="released", closed_at=func.now()))
+    blocks = await _close_and_empty_hold(conn, row, "released", row.sender_account_id, MovementKind.TRANSFER_RELEASE,
+                                         actor, command.reason)
     return HoldReleased(transfer_id=row.transfer_id, hold_id=row.id, sender_account_id=row.sender_account_id,
                         receiver_account_id=row.receiver_account_id, quantity=row.quantity, reason=command.reason,
                         blocks=blocks)
