@@ -1,10 +1,10 @@
 """Transfers end to end through the gateway, with the whole system as ``make up`` runs it (issue 6).
 
 Timed: many clients at once, each in a loop: ``POST /api/v1/transfers`` (its own Idempotency-Key, the
-sender's own token), follow the transfer until it is ``awaiting_acceptance``, ``POST .../accept`` with
-the receiver's token, follow it until it is ``completed`` (following: ``GET`` with the version the client
-has in ``If-None-Match`` and ``Prefer: wait=5``, which the API answers when the transfer changes; no
-polling). A transfer's end-to-end
+sender's own token), follow the transfer until it is ``awaiting_acceptance`` (``GET`` with the version
+the client has in ``If-None-Match`` and ``Prefer: wait=5``, which the API answers when the transfer
+changes; no polling), ``POST .../accept`` with the receiver's token and ``Prefer: wait=5`` (answered once
+the transfer has moved on: completed), following it further if it is not completed yet. A transfer's end-to-end
 time runs from the POST's answer until COMPLETED is seen; the rate counts the transfers seen COMPLETED
 inside the measurement window (3 x BENCH_SECONDS, after a warm-up). The CPU each process of the system
 spent per completed transfer in that window is printed and kept in the figure's notes.
@@ -242,7 +242,8 @@ class Load:
             raise BenchError(f"POST /api/v1/transfers: {answer.status_code} {answer.text[:500]}")
         transfer_id = answer.json()["id"]
         await self.look(transfer_id, answer.headers["etag"], client.receiver, "awaiting_acceptance")
-        accepted = await self.registry.act(transfer_id, "accept", client.receiver)
+        accepted = await self.registry.call("POST", f"/api/v1/transfers/{transfer_id}/accept",
+                                            {**client.receiver.headers, "Prefer": f"wait={WAIT_SECONDS}"})
         if accepted.status_code != 200:
             raise BenchError(f"accept {transfer_id}: {accepted.status_code} {accepted.text[:500]}")
         if accepted.json()["state"] != "completed":
@@ -359,6 +360,7 @@ def process_pids(plan: Any) -> dict[str, int]:
 
 
 SERVERS = {"postgres": "postgresql", "beam.smp": "rabbitmq"}  # process name -> how the breakdown names it
+IDLE = "idle (all cores)"
 
 
 def _cpu_of(pid: int | str) -> tuple[str, float]:
@@ -374,6 +376,8 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     used = {name: _cpu_of(pid)[1] for name, pid in pids.items()}
     for server in SERVERS.values():
         used[server] = 0.0
+    idle, iowait = Path("/proc/stat").read_text().split("\n", 1)[0].split()[4:6]  # the machine's, all cores
+    used[IDLE] = (int(idle) + int(iowait)) / os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -393,11 +397,11 @@ def cpu_per_transfer(before: dict[str, float], after: dict[str, float], transfer
 
 def describe_cpu(per: dict[str, float], client_ms: float, top: int = 20) -> str:
     per = dict(per)
-    servers = {name: per.pop(name) for name in SERVERS.values()}
+    servers = {name: per.pop(name) for name in (*SERVERS.values(), IDLE)}
     busiest = ", ".join(f"{name} {ms:.1f}" for name, ms in list(per.items())[:top])
     return (f"CPU per completed transfer: {sum(per.values()):.1f} ms in the system's processes ({busiest}, ...), "
-            + ", ".join(f"{ms:.1f} ms in {name}" for name, ms in servers.items())
-            + f", {client_ms:.1f} ms in the benchmark's clients")
+            + ", ".join(f"{ms:.1f} ms in {name}" for name, ms in servers.items() if name != IDLE)
+            + f", {client_ms:.1f} ms in the benchmark's clients; the machine idle {servers[IDLE]:.1f} ms per transfer")
 
 
 def py_spy() -> str | None:
@@ -547,7 +551,7 @@ def record(ctx: Context, result: Measured, baseline_per_s: float, cpu_note: str,
                      "notifications sent nothing yet (issue 7): provisional figures")
     how = (f"{CLIENTS} clients, each: POST /api/v1/transfers (own Idempotency-Key), GET with the version it has "
            f"(If-None-Match, Prefer: wait={WAIT_SECONDS}: answered at the next change) until awaiting_acceptance, "
-           "POST accept, the same until completed; through the "
+           f"POST accept (Prefer: wait={WAIT_SECONDS}: answered once completed); through the "
            "gateway, every process under the launcher as make up runs it (development profile, authentication "
            f"on); {result.count:,} transfers completed in {result.seconds:.1f} s after a {WARMUP_SECONDS:.0f} s "
            f"warm-up, {result.looks_per_transfer:.1f} GETs each; {notifications}; {cpu_note}")

@@ -163,6 +163,14 @@ async def test_a_read_names_the_version_it_has_and_waits_for_the_next(registry: 
     hidden = await registry.call("GET", path, {**stranger.headers, "If-None-Match": last, "Prefer": "wait=1"})
     assert hidden.status_code == 404
 
+    # An action can wait too: accept answers once the transfer has moved on (settled: completed).
+    second = (await registry.transfer(sender, receiver, 3, expect=201)).json()["id"]
+    await registry.reaches(second, receiver, "awaiting_acceptance")
+    done = await registry.call("POST", f"/api/v1/transfers/{second}/accept", {**receiver.headers, "Prefer": "wait=5"})
+    assert done.status_code == 200, done.text
+    assert (done.json()["state"], done.headers["preference-applied"]) == ("completed", "wait=5")
+    assert (await registry.balance(sender), await registry.balance(receiver)) == (3, 7)
+
 
 async def test_reconciliation_and_ledger_audit_are_clean(registry: RegistryClient):
     """Last in this module: once the sagas above are final, every transfer matches its hold."""

@@ -40,6 +40,7 @@ Administrator = Annotated[Principal, Depends(require_roles(Role.ADMINISTRATOR))]
 MAX_WAIT_SECONDS = 5.0
 """The longest ``Prefer: wait`` a read honours (below the gateway's 10-second upstream timeout)."""
 CHANGES_CHANNEL = "transfer_changed"  # the transfers table's update trigger (migration t0004)
+FINAL_STATES = frozenset({State.COMPLETED, State.REVERSED, State.FAILED})
 
 
 @asynccontextmanager
@@ -244,8 +245,20 @@ async def get_transfer(
     """The transfer with its full state history. A client following a transfer sends the `ETag` it has in
     `If-None-Match` with `Prefer: wait=5`: the answer comes when the transfer changes (or 304 after 5 s),
     with no polling."""
-    engine, changes = request.app.state.engine, request.app.state.transfer_changes
     wait = preferred_wait(prefer) if if_none_match is not None else 0.0
+    row, history = await follow(request, transfer_id, who, if_none_match, wait)
+    if history is None:
+        return Response(status_code=304, headers=_tag_headers(entity_tag(row), wait))
+    content = {**_json(public(row)),
+               "history": [_json({k: v for k, v in h.items() if k != "transfer_id"}) for h in history]}
+    return JSONResponse(content, headers=_tag_headers(entity_tag(row), wait))
+
+
+async def follow(request: Request, transfer_id: UUID, who: Principal, if_none_match: str | None,
+                 wait: float, *, history: bool = True) -> tuple[Any, list[Any] | None]:
+    """The transfer once its ETag is not one of ``if_none_match`` — waiting up to ``wait`` seconds for a
+    change — with its history (empty unless ``history``); or (the current row, None) if it did not change."""
+    engine, changes = request.app.state.engine, request.app.state.transfer_changes
     deadline = time.monotonic() + wait
     with changes.watch(str(transfer_id)) as changed:  # before the read: a change after it is not missed
         while True:
@@ -254,20 +267,16 @@ async def get_transfer(
                 row = await service.load(conn, transfer_id, lock=False)
                 if row is None or not await service.visible(conn, row, who):
                     raise RegistryError("transfer.not_found")
-                tag = entity_tag(row)
-                if not matches(if_none_match, tag):
-                    history = (await conn.execute(_HISTORY, {"transfer_id": transfer_id})).mappings().all()
-                    break
+                if not matches(if_none_match, entity_tag(row)):
+                    return row, list((await conn.execute(_HISTORY, {"transfer_id": transfer_id})).mappings()
+                                     if history else [])
             left = deadline - time.monotonic()
             if left <= 0:
-                return Response(status_code=304, headers=_tag_headers(tag, wait))
+                return row, None
             try:
                 await asyncio.wait_for(changed.wait(), timeout=left)
             except TimeoutError:
                 pass
-    content = {**_json(public(row)),
-               "history": [_json({k: v for k, v in h.items() if k != "transfer_id"}) for h in history]}
-    return JSONResponse(content, headers=_tag_headers(tag, wait))
 
 
 def _tag_headers(tag: str, wait: float) -> dict[str, str]:
@@ -275,16 +284,25 @@ def _tag_headers(tag: str, wait: float) -> dict[str, str]:
 
 
 def _action(name: str) -> Any:
-    async def perform(transfer_id: UUID, request: Request, response: Response, conn: WriteConn,
-                      who: CurrentPrincipal) -> dict[str, Any]:
-        row = await service.act(conn, transfer_id, name, who=who, now=request.app.state.clock.now())
+    async def perform(
+        transfer_id: UUID, request: Request, response: Response, who: CurrentPrincipal,
+        prefer: Annotated[str | None, Header(description=(
+            f"`wait=N`: after the action, wait up to N seconds (at most {MAX_WAIT_SECONDS:.0f}) for the transfer's "
+            "next change (e.g. accepted → completed) and answer with it"))] = None,
+    ) -> dict[str, Any]:
+        async with request.app.state.engine.begin() as conn:  # committed before any wait
+            row = await service.act(conn, transfer_id, name, who=who, now=request.app.state.clock.now())
+        if (wait := preferred_wait(prefer)) and row.state not in FINAL_STATES:
+            row, _ = await follow(request, transfer_id, who, entity_tag(row), wait, history=False)
+            response.headers["Preference-Applied"] = f"wait={wait:.0f}"
         response.headers["ETag"] = entity_tag(row)
         return public(row)
 
     perform.__name__ = f"{name}_transfer"
     perform.__doc__ = {
         "accept": "The receiver accepts (before the deadline): the held units settle to it. Repeating it "
-                  "answers with the state.",
+                  "answers with the state. With `Prefer: wait=5` the answer comes once the transfer has moved on "
+                  "(completed), or after 5 seconds with it accepted.",
         "reject": "The receiver rejects: the held units go back to the sender.",
         "cancel": "The sender cancels while it awaits acceptance: the held units go back.",
         "approve": "A second representative of the sending account (with the approve right) approves it.",
