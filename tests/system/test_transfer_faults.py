@@ -45,7 +45,6 @@ BOUND = 120.0  # the longest any wait for the system may take
 WAVE = 20  # sagas launched at a time; three waves make a burst of 60
 PAIRS = 8  # sender/receiver pairs per burst; sagas take them in turn
 FUNDS = 1_000  # each sender's units: far more than its sagas ask, so no hold is refused
-POLL = 0.25  # seconds between a client's looks at its transfer
 PAST_REQUESTED = {"awaiting_acceptance", "reversing", *FINAL_STATES}  # a slow client may miss the window
 
 
@@ -180,8 +179,7 @@ class Burst:
         answer = await self.registry.transfer(saga.sender, saga.receiver, saga.quantity)
         assert answer.status_code == 201, answer.text
         saga.transfer_id = answer.json()["id"]
-        current = await self.registry.reaches(saga.transfer_id, saga.sender, PAST_REQUESTED, within=BOUND,
-                                              interval=POLL)
+        current = await self.registry.reaches(saga.transfer_id, saga.sender, PAST_REQUESTED, within=BOUND)
         if current["state"] == "awaiting_acceptance":
             self.awaiting_seen.add(n)
             if saga.intent is not Intent.EXPIRE:
@@ -189,8 +187,7 @@ class Burst:
                 acted = await self.registry.act(saga.transfer_id, saga.intent.value, actor)
                 assert acted.status_code in (200, 409), acted.text  # 409: the window closed first
                 saga.acted = acted.status_code
-        saga.final = await self.registry.reaches(saga.transfer_id, saga.sender, FINAL_STATES, within=BOUND,
-                                                 interval=POLL)
+        saga.final = await self.registry.reaches(saga.transfer_id, saga.sender, FINAL_STATES, within=BOUND)
 
     async def finish(self) -> list[Saga]:
         """Wait for every saga (each of its waits bounded); the first failure fails the burst."""
