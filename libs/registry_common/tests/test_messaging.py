@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from registry_common.api import create_app
 from registry_common.clock import ProgrammeClock
 from registry_common.db import make_engine
-from registry_common.messaging.consumer import DUPLICATES, ConsumerRunner, all_subscriptions
+from registry_common.messaging.consumer import BATCHED, DUPLICATES, ConsumerRunner, all_subscriptions
 from registry_common.messaging.envelope import Envelope
 from registry_common.messaging.outbox import Outbox, OutboxRelay, Publisher
 from registry_common.messaging.topology import declare_service_queue
@@ -65,6 +65,7 @@ async def consumer(probe_settings: RegistrySettings, probe_db: AsyncEngine) -> A
     retries = asyncio.create_task(runner.run_retries(
         probe_settings.app_database_url.replace("+asyncpg", ""), 0.2))
     BEHAVIOUR.failing = False
+    BEHAVIOUR.failing_numbers.clear()
     BEHAVIOUR.attempts.clear()
     yield runner
     retries.cancel()
@@ -161,6 +162,32 @@ async def test_relay_database_connection_killed_mid_batch_still_exactly_once(pro
         task.cancel()
         await connection.close()
         await engine.dispose()
+
+
+async def test_a_burst_is_applied_in_batches_and_a_failing_message_fails_only_itself(probe_settings, probe_db,
+                                                                                     consumer):
+    """60 pings at once: they are applied in batches (one transaction each); ping 13's handler fails, so its
+    batch is rolled back and applied message by message: the 59 others exactly once, 13 waits for a retry."""
+    BEHAVIOUR.failing_numbers.add(13)
+    batched_before = BATCHED.labels("probe.main")._value.get()
+    relay, connection, engine = await relay_with(probe_settings, lambda c: Publisher(c, probe_settings.namespace),
+                                                 f"{probe_settings.namespace}probe-relay-burst")
+    try:
+        await write_pings(probe_db, 60)
+        published = 0
+        while published < 60 and (sent := await relay.relay_once()):
+            published += sent
+        assert published == 60
+        await wait_for(lambda: _applied(probe_db, 59), timeout=60, what="59 effects")
+        await wait_for(lambda: count(probe_db, "SELECT count(*) FROM consumer_retries"), what="13's failure recorded")
+    finally:
+        await connection.close()
+        await engine.dispose()
+    assert BATCHED.labels("probe.main")._value.get() > batched_before
+    assert await count(probe_db, "SELECT count(*) FROM probe_effects") == 59
+    assert await count(probe_db, "SELECT count(DISTINCT n) FROM probe_effects WHERE n <> 13") == 59
+    assert await count(probe_db, "SELECT count(*) FROM inbox") == 59
+    assert await count(probe_db, "SELECT attempts FROM consumer_retries") == 1
 
 
 async def test_same_message_id_twice_through_the_broker_applies_once(probe_settings, probe_db, consumer):

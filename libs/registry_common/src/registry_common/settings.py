@@ -59,6 +59,9 @@ class RegistrySettings(BaseSettings):
     consumer_max_attempts: int = 5
     consumer_retry_base_seconds: float = 1.0
     consumer_retry_max_seconds: float = 300.0
+    # Deliveries that arrive while a transaction runs are applied together in the next one, at most this
+    # many (1 = each in its own transaction); a batch that fails is applied again message by message.
+    consumer_batch_size: int = Field(default=20, ge=1, le=500)
 
     # Outbox relay.
     relay_batch_size: int = 500

@@ -6,6 +6,12 @@ changes nothing. A failing handler rolls back entirely; the failure is recorded 
 ``consumer_retries`` (growing delays) and the delivery acked; the retry sweeper runs it again when due,
 and after ``consumer_max_attempts`` it moves to ``dead_letters`` with its error, in the same transaction.
 Operators list dead letters and replay them (``/api/v1/{service}/dead-letters``).
+
+Under load, deliveries that arrive while a transaction is running are applied together: one transaction,
+one inbox claim for all of them, each handler in turn, one commit, then each acked (``consumer_batch_size``;
+1 = one at a time; a delivery with nothing waiting beside it is applied alone). If any handler of a batch
+fails, or the batch meets a deadlock, nothing of it stays and each of its messages is applied alone, as
+above: a batch changes the cost, never the outcome.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import asyncpg
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from prometheus_client import Counter
 from pydantic import ValidationError
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -43,6 +49,7 @@ HANDLED = Counter("registry_messages_handled_total", "Messages applied", ["consu
 DUPLICATES = Counter("registry_messages_duplicate_total", "Duplicate deliveries ignored", ["consumer"])
 FAILURES = Counter("registry_message_failures_total", "Handler failures", ["consumer", "type"])
 DEAD = Counter("registry_dead_letters_total", "Messages moved to dead_letters", ["consumer"])
+BATCHED = Counter("registry_messages_batched_total", "Messages applied in a batch of several", ["consumer"])
 RETRY_CHANNEL = "registry_retries"
 CLAIM = (
     pg_insert(inbox)
@@ -52,6 +59,11 @@ CLAIM = (
     .returning(inbox.c.message_id)
 )
 """Claim a message for a consumer (built once: every delivery runs it)."""
+CLAIM_MANY = text(
+    "INSERT INTO inbox (consumer, message_id, message_type) "
+    "SELECT * FROM unnest(CAST(:consumers AS text[]), CAST(:message_ids AS uuid[]), CAST(:message_types AS text[])) "
+    "ON CONFLICT (consumer, message_id) DO NOTHING RETURNING message_id")
+"""Claim a batch's messages in one statement; returns those claimed now (not seen before)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,8 @@ class PermanentError(Exception):
     """A message that can never succeed: dead-lettered at once, without retries."""
 
 
+
+
 class ConsumerRunner:
     def __init__(
         self, *, consumer: str, engine: AsyncEngine, subscriptions: Mapping[str, tuple[type[Message], Handler]],
@@ -108,6 +122,9 @@ class ConsumerRunner:
         self.clock = clock
         self.settings = settings
         self.attached = False
+        self.batch_size = settings.consumer_batch_size
+        self._waiting: list[tuple[Envelope, asyncio.Future[bool]]] = []
+        self._applying = False
 
     # Broker side ---------------------------------------------------------------------------------
     async def attach(self, queue: AbstractQueue) -> None:
@@ -120,6 +137,10 @@ class ConsumerRunner:
         except ValidationError:
             log.error("undecodable message %s rejected to the DLQ", message.message_id)
             await message.reject(requeue=False)
+            return
+        if await self._applied_in_batch(envelope):
+            fault_point("after_commit_before_ack")
+            await message.ack()
             return
         failures = 0
         while True:
@@ -136,6 +157,63 @@ class ConsumerRunner:
                 await asyncio.sleep(min(0.2 * 2**failures, 10.0))
         fault_point("after_commit_before_ack")
         await message.ack()
+
+    # Batches ------------------------------------------------------------------------------------
+    async def _applied_in_batch(self, envelope: Envelope) -> bool:
+        """Queue the delivery for the next batch and wait: True once a batch applied it (or found it a
+        duplicate) and committed; False when it is to be applied alone (nothing else was waiting with it,
+        or its batch was rolled back)."""
+        if self.batch_size == 1:
+            return False
+        applied: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((envelope, applied))
+        if not self._applying:
+            self._applying = True
+            asyncio.get_running_loop().create_task(self._apply_waiting(), name=f"{self.consumer}-batches")
+        return await applied
+
+    async def _apply_waiting(self) -> None:
+        """Apply what is waiting, a batch at a time, until nothing is."""
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[:self.batch_size], self._waiting[self.batch_size:]
+                applied = False
+                if len(batch) > 1:
+                    try:
+                        await self.apply_batch([envelope for envelope, _ in batch])
+                        applied = True
+                        BATCHED.labels(self.consumer).inc(len(batch))
+                    except Exception as exc:
+                        log.info("a batch of %d was rolled back, each is applied alone: %r", len(batch), exc)
+                for _, outcome in batch:
+                    if not outcome.done():
+                        outcome.set_result(applied)
+        finally:
+            self._applying = False
+
+    async def apply_batch(self, envelopes: list[Envelope]) -> None:
+        """Apply ``envelopes`` in one transaction (each exactly once, duplicates skipped); raises, with
+        nothing applied, if any of them fails."""
+        routed = []
+        for envelope in envelopes:
+            route = self.subscriptions.get(envelope.routing_key)
+            if route is None:
+                raise PermanentError(f"no handler for {envelope.routing_key} in {self.consumer}")
+            routed.append((envelope, route[1], route[0].model_validate(envelope.payload)))
+        async with self.engine.begin() as conn:
+            claimed = set((await conn.execute(CLAIM_MANY, {
+                "consumers": [self.consumer] * len(envelopes), "message_ids": [e.message_id for e in envelopes],
+                "message_types": [e.routing_key for e in envelopes]})).scalars())
+            for envelope, handler, payload in routed:
+                if envelope.message_id not in claimed:
+                    DUPLICATES.labels(self.consumer).inc()
+                    continue
+                claimed.discard(envelope.message_id)  # the same message twice in one batch: applied once
+                correlation_id_var.set(envelope.correlation_id)
+                causation_id_var.set(envelope.message_id)
+                await handler(conn, payload, HandlerContext(envelope, self.outbox, self.clock, self.settings))
+        for envelope, _, _ in routed:
+            HANDLED.labels(self.consumer, envelope.routing_key).inc()
 
     # Database side -------------------------------------------------------------------------------
     async def apply(self, envelope: Envelope, *, from_retry: bool = False) -> str:

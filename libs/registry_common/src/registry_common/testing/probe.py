@@ -36,6 +36,7 @@ class ProbeBehaviour:
     """Switched by the tests: make the handler fail, and see when it was attempted."""
 
     failing: bool = False
+    failing_numbers: set[int] = field(default_factory=set)  # fail only the pings with these numbers
     attempts: list[float] = field(default_factory=list)
 
 
@@ -44,7 +45,7 @@ BEHAVIOUR = ProbeBehaviour()
 
 async def on_probe_ping(conn: AsyncConnection, message: ProbePing, ctx: HandlerContext) -> None:
     BEHAVIOUR.attempts.append(time.monotonic())
-    if BEHAVIOUR.failing:
+    if BEHAVIOUR.failing or message.n in BEHAVIOUR.failing_numbers:
         raise RuntimeError(f"probe told to fail (n={message.n})")
     await conn.execute(insert(probe_effects).values(message_id=ctx.envelope.message_id, n=message.n))
 
