@@ -55,6 +55,7 @@ async def api_resources(app: FastAPI) -> AsyncIterator[None]:
         app.state.accounts_api = client
         app.state.accounts_transport = transport
         app.state.transfer_changes = changes
+        app.state.autocommit_engine = app.state.engine.execution_options(isolation_level="AUTOCOMMIT")
         yield
 
 
@@ -73,12 +74,16 @@ class SettingsIn(BaseModel):
 
 
 def public(row: Any) -> dict[str, Any]:
-    return {k: v for k, v in row._mapping.items() if k not in ("version", "reminders_sent")}
+    return _public_fields(row._mapping)
 
 
-def entity_tag(row: Any) -> str:
+def _public_fields(transfer: Any) -> dict[str, Any]:
+    return {k: v for k, v in transfer.items() if k not in ("version", "reminders_sent")}
+
+
+def entity_tag(version: int) -> str:
     """The transfer's ETag: its version, which every change of state or history increments."""
-    return f'"{row.version}"'
+    return f'"{version}"'
 
 
 async def available_balance(request: Request, body: TransferIn) -> int | None:
@@ -127,7 +132,7 @@ async def request_transfer(body: TransferIn, request: Request, who: CurrentPrinc
         content = _json(public(row))
         await idempotency.remember(conn, key, who.user_id, 201, content)
     return JSONResponse(content, status_code=201,
-                        headers={"Location": f"/api/v1/transfers/{row.id}", "ETag": entity_tag(row)})
+                        headers={"Location": f"/api/v1/transfers/{row.id}", "ETag": entity_tag(row.version)})
 
 
 def _json(value: dict[str, Any]) -> dict[str, Any]:
@@ -209,8 +214,24 @@ async def reconciliation(request: Request, conn: ReadConn, _who: Overseer) -> di
             "problems": problems}
 
 
-_HISTORY = select(transfer_history).where(transfer_history.c.transfer_id == bindparam("transfer_id")).order_by(
-    transfer_history.c.id)
+# The transfer and its history in one statement (one snapshot, no transaction needed): a row per step.
+_HISTORY_COLUMNS = [column for column in transfer_history.c if column.name != "transfer_id"]
+_WITH_HISTORY = (
+    select(transfers, *(column.label(f"step_{column.name}") for column in _HISTORY_COLUMNS))
+    .select_from(transfers.outerjoin(transfer_history, transfer_history.c.transfer_id == transfers.c.id))
+    .where(transfers.c.id == bindparam("transfer_id")).order_by(transfer_history.c.id)
+)
+_TRANSFER_FIELDS = [column.name for column in transfers.c]
+
+
+async def read_with_history(conn: Any, transfer_id: UUID) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The transfer's fields and its state history, oldest step first (None if there is no such transfer)."""
+    rows = [row._mapping for row in (await conn.execute(_WITH_HISTORY, {"transfer_id": transfer_id})).all()]
+    if not rows:
+        return None, []
+    steps = [{column.name: row[f"step_{column.name}"] for column in _HISTORY_COLUMNS} for row in rows
+             if row["step_id"] is not None]
+    return {name: rows[0][name] for name in _TRANSFER_FIELDS}, steps
 
 
 WAIT_PREFERENCE = re.compile(r"(?:^|[,;]\s*)wait\s*=\s*(\d+)", re.IGNORECASE)
@@ -246,35 +267,40 @@ async def get_transfer(
     `If-None-Match` with `Prefer: wait=5`: the answer comes when the transfer changes (or 304 after 5 s),
     with no polling."""
     wait = preferred_wait(prefer) if if_none_match is not None else 0.0
-    row, history = await follow(request, transfer_id, who, if_none_match, wait)
+    transfer, history = await follow(request, transfer_id, who, if_none_match, wait)
+    tag = entity_tag(transfer["version"])
     if history is None:
-        return Response(status_code=304, headers=_tag_headers(entity_tag(row), wait))
-    content = {**_json(public(row)),
-               "history": [_json({k: v for k, v in h.items() if k != "transfer_id"}) for h in history]}
-    return JSONResponse(content, headers=_tag_headers(entity_tag(row), wait))
+        return Response(status_code=304, headers=_tag_headers(tag, wait))
+    return JSONResponse({**_json(_public_fields(transfer)), "history": [_json(step) for step in history]},
+                        headers=_tag_headers(tag, wait))
 
 
 async def follow(request: Request, transfer_id: UUID, who: Principal, if_none_match: str | None,
-                 wait: float, *, history: bool = True) -> tuple[Any, list[Any] | None]:
+                 wait: float, *, seen: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     """The transfer once its ETag is not one of ``if_none_match`` — waiting up to ``wait`` seconds for a
-    change — with its history (empty unless ``history``); or (the current row, None) if it did not change."""
-    engine, changes = request.app.state.engine, request.app.state.transfer_changes
+    change — with its history; or (the transfer, None) if it did not change. Who may see it is checked at
+    the first read (not again while waiting; ``seen``: already checked by the caller)."""
+    reads, changes = request.app.state.autocommit_engine, request.app.state.transfer_changes
     deadline = time.monotonic() + wait
-    with changes.watch(str(transfer_id)) as changed:  # before the read: a change after it is not missed
+    with changes.watch(str(transfer_id)) as watch:  # before the read: a change after it is not missed
         while True:
-            changed.clear()
-            async with engine.connect() as conn:  # no connection is held while waiting
-                row = await service.load(conn, transfer_id, lock=False)
-                if row is None or not await service.visible(conn, row, who):
+            watch.changed.clear()
+            async with reads.connect() as conn:  # no transaction; no connection is held while waiting
+                transfer, history = await read_with_history(conn, transfer_id)
+                if transfer is None:
                     raise RegistryError("transfer.not_found")
-                if not matches(if_none_match, entity_tag(row)):
-                    return row, list((await conn.execute(_HISTORY, {"transfer_id": transfer_id})).mappings()
-                                     if history else [])
+                if not seen and not await service.visible(conn, transfer["sender_account_id"],
+                                                          transfer["receiver_account_id"], who):
+                    raise RegistryError("transfer.not_found")
+                seen = True
+            watch.known = str(transfer["version"])
+            if not matches(if_none_match, entity_tag(transfer["version"])):
+                return transfer, history
             left = deadline - time.monotonic()
             if left <= 0:
-                return row, None
+                return transfer, None
             try:
-                await asyncio.wait_for(changed.wait(), timeout=left)
+                await asyncio.wait_for(watch.changed.wait(), timeout=left)
             except TimeoutError:
                 pass
 
@@ -292,11 +318,12 @@ def _action(name: str) -> Any:
     ) -> dict[str, Any]:
         async with request.app.state.engine.begin() as conn:  # committed before any wait
             row = await service.act(conn, transfer_id, name, who=who, now=request.app.state.clock.now())
+        transfer = dict(row._mapping)
         if (wait := preferred_wait(prefer)) and row.state not in FINAL_STATES:
-            row, _ = await follow(request, transfer_id, who, entity_tag(row), wait, history=False)
+            transfer, _ = await follow(request, transfer_id, who, entity_tag(row.version), wait, seen=True)
             response.headers["Preference-Applied"] = f"wait={wait:.0f}"
-        response.headers["ETag"] = entity_tag(row)
-        return public(row)
+        response.headers["ETag"] = entity_tag(transfer["version"])
+        return _public_fields(transfer)
 
     perform.__name__ = f"{name}_transfer"
     perform.__doc__ = {

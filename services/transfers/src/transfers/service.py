@@ -294,14 +294,11 @@ def _may_see_with(rights: dict[str, set[str]], who: Principal) -> bool:
     return who.has_any(OVERSIGHT_ROLES) or any(rights.values())
 
 
-async def _may_see(conn: AsyncConnection, row: Any, who: Principal) -> bool:
+async def visible(conn: AsyncConnection, sender_account_id: str, receiver_account_id: str, who: Principal) -> bool:
+    """Whether ``who`` may see a transfer between these accounts: oversight, or any right on either side."""
     if who.has_any(OVERSIGHT_ROLES):
         return True
-    return _may_see_with(await _rights_on_sides(conn, row, who), who)
-
-
-async def visible(conn: AsyncConnection, row: Any, who: Principal) -> bool:
-    return await _may_see(conn, row, who)
+    return _may_see_with(await rights_by_account(conn, [sender_account_id, receiver_account_id], who.user_id), who)
 
 
 # Reactions to the ledger ---------------------------------------------------------------------------

@@ -42,13 +42,13 @@ def notify_on_insert(table: str, channel: str) -> None:
     )
 
 
-def notify_on_update(table: str, channel: str, key: str = "id") -> None:
-    """Tell listeners (:class:`registry_common.change_feed.ChangeFeed`) which row of ``table`` changed,
-    when the transaction updating it commits: ``pg_notify(channel, <the row's key as text>)``."""
+def notify_on_update(table: str, channel: str, key: str = "id", version: str = "version") -> None:
+    """Tell listeners (:class:`registry_common.change_feed.ChangeFeed`) which row of ``table`` changed and
+    to which version, when the transaction updating it commits: ``pg_notify(channel, '<key> <version>')``."""
     op.execute(
         f"""
         CREATE OR REPLACE FUNCTION notify_{table}_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN PERFORM pg_notify('{channel}', NEW.{key}::text); RETURN NULL; END $$
+        BEGIN PERFORM pg_notify('{channel}', NEW.{key}::text || ' ' || NEW.{version}::text); RETURN NULL; END $$
         """
     )
     op.execute(

@@ -1,4 +1,4 @@
-"""Every committed change of a transfer is told on the ``transfer_changed`` channel (its id), so a
+"""Every committed change of a transfer is told on the ``transfer_changed`` channel (its id and version), so a
 ``GET /api/v1/transfers/{id}`` with ``Prefer: wait`` answers as soon as the transfer changes.
 
 Revision ID: t0004
