@@ -8,7 +8,8 @@ and after ``consumer_max_attempts`` it moves to ``dead_letters`` with its error,
 Operators list dead letters and replay them (``/api/v1/{service}/dead-letters``).
 
 Under load, deliveries that arrive while a transaction is running are applied together: one transaction,
-one inbox claim for all of them, each handler in turn, one commit, then each acked (``consumer_batch_size``;
+one inbox claim for all of them, each handler in turn, their outgoing messages in one insert, one commit,
+then each acked (``consumer_batch_size``;
 1 = one at a time; a delivery with nothing waiting beside it is applied alone). If any handler of a batch
 fails, or the batch meets a deadlock, nothing of it stays and each of its messages is applied alone, as
 above: a batch changes the cost, never the outcome.
@@ -35,7 +36,7 @@ from registry_common.context import causation_id_var, correlation_id_var
 from registry_common.db import is_connection_error
 from registry_common.faults import fault_point
 from registry_common.messaging.envelope import Envelope
-from registry_common.messaging.outbox import Outbox
+from registry_common.messaging.outbox import Outbox, insert_rows
 from registry_common.tables import consumer_retries, dead_letters, inbox
 from registry_contracts import Message
 
@@ -74,12 +75,17 @@ class HandlerContext:
     outbox: Outbox
     clock: ProgrammeClock
     settings: RegistrySettings
+    # In a batch, the outbox rows of every handler are written together at its end (one statement).
+    batch_rows: list[dict[str, Any]] | None = None
 
     async def publish(self, conn: AsyncConnection, message: Message) -> Envelope:
         """Write a message caused by this one (same correlation, causation = this message)."""
         return (await self.publish_many(conn, [message]))[0]
 
     async def publish_many(self, conn: AsyncConnection, messages: list[Message]) -> list[Envelope]:
+        if self.batch_rows is not None:
+            return self.outbox.wrap(messages, self.batch_rows, correlation_id=self.envelope.correlation_id,
+                                    causation_id=self.envelope.message_id)
         return await self.outbox.add_many(
             conn, messages, correlation_id=self.envelope.correlation_id, causation_id=self.envelope.message_id
         )
@@ -204,6 +210,7 @@ class ConsumerRunner:
             claimed = set((await conn.execute(CLAIM_MANY, {
                 "consumers": [self.consumer] * len(envelopes), "message_ids": [e.message_id for e in envelopes],
                 "message_types": [e.routing_key for e in envelopes]})).scalars())
+            outgoing: list[dict[str, Any]] = []
             for envelope, handler, payload in routed:
                 if envelope.message_id not in claimed:
                     DUPLICATES.labels(self.consumer).inc()
@@ -211,7 +218,9 @@ class ConsumerRunner:
                 claimed.discard(envelope.message_id)  # the same message twice in one batch: applied once
                 correlation_id_var.set(envelope.correlation_id)
                 causation_id_var.set(envelope.message_id)
-                await handler(conn, payload, HandlerContext(envelope, self.outbox, self.clock, self.settings))
+                await handler(conn, payload, HandlerContext(envelope, self.outbox, self.clock, self.settings,
+                                                            batch_rows=outgoing))
+            await insert_rows(conn, outgoing)
         for envelope, _, _ in routed:
             HANDLED.labels(self.consumer, envelope.routing_key).inc()
 

@@ -52,18 +52,31 @@ class Outbox:
         causation_id: UUID | None = None,
     ) -> list[Envelope]:
         """Several messages in one round trip (a batch's results)."""
+        rows: list[dict[str, Any]] = []
+        envelopes = self.wrap(messages, rows, correlation_id=correlation_id, causation_id=causation_id)
+        await insert_rows(conn, rows)
+        return envelopes
+
+    def wrap(
+        self, messages: list[Message], rows: list[dict[str, Any]], *, correlation_id: str | None = None,
+        causation_id: UUID | None = None,
+    ) -> list[Envelope]:
+        """The messages' envelopes, their outbox rows appended to ``rows`` (for :func:`insert_rows`)."""
         envelopes = [
             Envelope.wrap(message, producer=self.producer, correlation_id=correlation_id or correlation_id_var.get(),
                           causation_id=causation_id or causation_id_var.get())
             for message in messages
         ]
-        if envelopes:
-            await conn.execute(insert(outbox), [
-                {"message_id": e.message_id, "exchange": EVENTS if m.KIND == "event" else COMMANDS,
-                 "routing_key": e.routing_key, "envelope": e.model_dump(mode="json")}
-                for e, m in zip(envelopes, messages, strict=True)
-            ])
+        rows.extend({"message_id": e.message_id, "exchange": EVENTS if m.KIND == "event" else COMMANDS,
+                     "routing_key": e.routing_key, "envelope": e.model_dump(mode="json")}
+                    for e, m in zip(envelopes, messages, strict=True))
         return envelopes
+
+
+async def insert_rows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Outbox rows (from :meth:`Outbox.wrap`) in one statement, in their order."""
+    if rows:
+        await conn.execute(insert(outbox), rows)
 
 
 class Publisher:
