@@ -18,9 +18,11 @@ register_errors({
 })
 
 
+_FINAL_DEADLINE = (select(calendar.periods.c.surrender_deadline_at).where(calendar.periods.c.final)
+                   .order_by(calendar.periods.c.surrender_deadline_at.desc()).limit(1))
+
+
 async def check_programme_open(conn: AsyncConnection, now: datetime) -> None:
-    periods = calendar.periods
-    final = (await conn.execute(select(periods.c.surrender_deadline_at).where(periods.c.final)
-                                .order_by(periods.c.surrender_deadline_at.desc()).limit(1))).scalar()
+    final = (await conn.execute(_FINAL_DEADLINE)).scalar()
     if final is not None and now > final:
         raise RegistryError("transfer.programme_ended", deadline=final.isoformat())

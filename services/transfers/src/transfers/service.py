@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry_common.audit import record_audit
@@ -133,22 +133,31 @@ def _event(name: str, row: Any) -> Message:
     return EVENTS[name](**facts)
 
 
-_SAVE = update(transfers).where(transfers.c.id == bindparam("transfer_id")).values(
-    state=bindparam("new_state"), reason=bindparam("new_reason"), failure_code=bindparam("new_failure_code"),
-    acceptance_deadline=bindparam("new_deadline"), updated_at=func.now(), version=transfers.c.version + 1,
-).returning(transfers)
+# The new state and its history steps in one statement (oldest step first).
+_SAVE_WITH_HISTORY = text("""
+WITH saved AS (
+    UPDATE transfers SET state = :new_state, reason = :new_reason, failure_code = :new_failure_code,
+           acceptance_deadline = :new_deadline, updated_at = now(), version = version + 1
+     WHERE id = CAST(:transfer_id AS uuid) RETURNING *),
+steps AS (
+    INSERT INTO transfer_history (transfer_id, from_state, to_state, event, actor, at)
+    SELECT CAST(:transfer_id AS uuid), step.from_state, step.to_state, step.event, CAST(:actor AS text),
+           CAST(:at AS timestamptz)
+      FROM unnest(CAST(:from_states AS text[]), CAST(:to_states AS text[]), CAST(:events AS text[]))
+           WITH ORDINALITY AS step(from_state, to_state, event, n)
+     ORDER BY step.n)
+SELECT * FROM saved""")
 
 
 async def save(conn: AsyncConnection, row: Any, transfer: Transfer, outgoing: Outgoing | None, step: Step,
                causation: HandlerContext | None = None) -> Any:
     """Write the transfer's new state, its history and its messages in the caller's transaction."""
-    new = (await conn.execute(_SAVE, {
+    new = (await conn.execute(_SAVE_WITH_HISTORY, {
         "transfer_id": row.id, "new_state": transfer.state, "new_reason": transfer.reason,
-        "new_failure_code": transfer.failure_code, "new_deadline": transfer.acceptance_deadline})).one()
-    if transfer.history:
-        await conn.execute(_HISTORY_ROW, [
-            {"transfer_id": row.id, "from_state": before, "to_state": after, "event": why, "actor": step.actor,
-             "at": step.at} for before, after, why in transfer.history])
+        "new_failure_code": transfer.failure_code, "new_deadline": transfer.acceptance_deadline,
+        "actor": step.actor, "at": step.at, "from_states": [before for before, _, _ in transfer.history],
+        "to_states": [after for _, after, _ in transfer.history],
+        "events": [why for _, _, why in transfer.history]})).one()
     transfer.history.clear()
     if outgoing is not None:
         messages = [m for m in (_command(new, outgoing), *(_event(e, new) for e in outgoing.events)) if m]
