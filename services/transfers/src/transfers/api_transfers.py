@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -39,6 +39,8 @@ Administrator = Annotated[Principal, Depends(require_roles(Role.ADMINISTRATOR))]
 
 MAX_WAIT_SECONDS = 5.0
 """The longest ``Prefer: wait`` a read honours (below the gateway's 10-second upstream timeout)."""
+MAX_WAITING_READS = 100
+"""Reads waiting at once in one API process, at most (the gateway keeps up to 200 connections to it)."""
 CHANGES_CHANNEL = "transfer_changed"  # the transfers table's update trigger (migration t0004)
 FINAL_STATES = frozenset({State.COMPLETED, State.REVERSED, State.FAILED})
 
@@ -55,6 +57,7 @@ async def api_resources(app: FastAPI) -> AsyncIterator[None]:
         app.state.accounts_api = client
         app.state.accounts_transport = transport
         app.state.transfer_changes = changes
+        app.state.waiting_reads = 0
         app.state.autocommit_engine = app.state.engine.execution_options(isolation_level="AUTOCOMMIT")
         yield
 
@@ -266,7 +269,7 @@ async def get_transfer(
     """The transfer with its full state history. A client following a transfer sends the `ETag` it has in
     `If-None-Match` with `Prefer: wait=5`: the answer comes when the transfer changes (or 304 after 5 s),
     with no polling."""
-    wait = preferred_wait(prefer) if if_none_match is not None else 0.0
+    wait = waiting_allowed(request, preferred_wait(prefer) if if_none_match is not None else 0.0)
     transfer, history = await follow(request, transfer_id, who, if_none_match, wait)
     tag = entity_tag(transfer["version"])
     if history is None:
@@ -282,8 +285,8 @@ async def follow(request: Request, transfer_id: UUID, who: Principal, if_none_ma
     the first read (not again while waiting; ``seen``: already checked by the caller)."""
     reads, changes = request.app.state.autocommit_engine, request.app.state.transfer_changes
     deadline = time.monotonic() + wait
-    with changes.watch(str(transfer_id)) as watch:  # before the read: a change after it is not missed
-        while True:
+    with changes.watch(str(transfer_id)) as watch, _counted_while_waiting(request, wait):
+        while True:  # the watch is registered before the read: a change after it is not missed
             watch.changed.clear()
             async with reads.connect() as conn:  # no transaction; no connection is held while waiting
                 transfer, history = await read_with_history(conn, transfer_id)
@@ -305,6 +308,23 @@ async def follow(request: Request, transfer_id: UUID, who: Principal, if_none_ma
                 pass
 
 
+def waiting_allowed(request: Request, wait: float) -> float:
+    """``wait``, or 0 when MAX_WAITING_READS reads already wait in this process (a preference may be
+    ignored, RFC 7240): waiting reads hold the gateway's connections to this API, which others need too."""
+    return wait if request.app.state.waiting_reads < MAX_WAITING_READS else 0.0
+
+
+@contextmanager
+def _counted_while_waiting(request: Request, wait: float) -> Iterator[None]:
+    state = request.app.state
+    counted = 1 if wait > 0 else 0
+    state.waiting_reads += counted
+    try:
+        yield
+    finally:
+        state.waiting_reads -= counted
+
+
 def _tag_headers(tag: str, wait: float) -> dict[str, str]:
     return {"ETag": tag, **({"Preference-Applied": f"wait={wait:.0f}"} if wait else {})}
 
@@ -319,7 +339,7 @@ def _action(name: str) -> Any:
         async with request.app.state.engine.begin() as conn:  # committed before any wait
             row = await service.act(conn, transfer_id, name, who=who, now=request.app.state.clock.now())
         transfer = dict(row._mapping)
-        if (wait := preferred_wait(prefer)) and row.state not in FINAL_STATES:
+        if (wait := waiting_allowed(request, preferred_wait(prefer))) and row.state not in FINAL_STATES:
             transfer, _ = await follow(request, transfer_id, who, entity_tag(row.version), wait, seen=True)
             response.headers["Preference-Applied"] = f"wait={wait:.0f}"
         response.headers["ETag"] = entity_tag(transfer["version"])
