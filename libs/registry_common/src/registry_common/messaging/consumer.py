@@ -131,6 +131,7 @@ class ConsumerRunner:
         self.batch_size = settings.consumer_batch_size
         self._waiting: list[tuple[Envelope, asyncio.Future[bool]]] = []
         self._applying = False
+        self._batches: asyncio.Task[None] | None = None  # the running batch loop (kept: tasks are weakly held)
 
     # Broker side ---------------------------------------------------------------------------------
     async def attach(self, queue: AbstractQueue) -> None:
@@ -175,7 +176,8 @@ class ConsumerRunner:
         self._waiting.append((envelope, applied))
         if not self._applying:
             self._applying = True
-            asyncio.get_running_loop().create_task(self._apply_waiting(), name=f"{self.consumer}-batches")
+            self._batches = asyncio.get_running_loop().create_task(self._apply_waiting(),
+                                                                   name=f"{self.consumer}-batches")
         return await applied
 
     async def _apply_waiting(self) -> None:
