@@ -213,18 +213,21 @@ class ConsumerRunner:
                 "consumers": [self.consumer] * len(envelopes), "message_ids": [e.message_id for e in envelopes],
                 "message_types": [e.routing_key for e in envelopes]})).scalars())
             outgoing: list[dict[str, Any]] = []
+            applied, duplicates = [], 0
             for envelope, handler, payload in routed:
                 if envelope.message_id not in claimed:
-                    DUPLICATES.labels(self.consumer).inc()
+                    duplicates += 1
                     continue
                 claimed.discard(envelope.message_id)  # the same message twice in one batch: applied once
                 correlation_id_var.set(envelope.correlation_id)
                 causation_id_var.set(envelope.message_id)
                 await handler(conn, payload, HandlerContext(envelope, self.outbox, self.clock, self.settings,
                                                             batch_rows=outgoing))
+                applied.append(envelope.routing_key)
             await insert_rows(conn, outgoing)
-        for envelope, _, _ in routed:
-            HANDLED.labels(self.consumer, envelope.routing_key).inc()
+        DUPLICATES.labels(self.consumer).inc(duplicates)
+        for routing_key in applied:
+            HANDLED.labels(self.consumer, routing_key).inc()
 
     # Database side -------------------------------------------------------------------------------
     async def apply(self, envelope: Envelope, *, from_retry: bool = False) -> str:
