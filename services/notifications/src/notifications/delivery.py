@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 import time
 from dataclasses import dataclass
@@ -15,15 +14,14 @@ from datetime import UTC, datetime, timedelta
 from email.charset import QP, Charset
 from email.header import Header
 from email.mime.text import MIMEText
-from email.policy import Compat32, compat32
 from email.utils import format_datetime, formataddr, parseaddr
-from functools import cache, lru_cache
+from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiosmtplib
 import httpx
-from aiosmtplib.email import extract_addresses, extract_recipients, flatten_message
+from aiosmtplib.email import extract_addresses
 from sqlalchemy import Integer, Uuid, any_, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -97,72 +95,6 @@ def email_message(row: Any, settings: Any) -> MIMEText:
     return message
 
 
-# aiosmtplib flattens a ``Message`` (not an ``EmailMessage``) with compat32, whose folding runs every header,
-# however short, through ``Header.encode``; with the generic generator around it that was about 0.23 ms of
-# the 0.8 ms an e-mail cost. ``email_bytes`` writes the same bytes for our one kind of message for a third.
-FLATTENING = {"8bit": compat32, "7bit": compat32.clone(cte_type="7bit")}  # as aiosmtplib.email.flatten_message
-_FROM_LINE = re.compile(r"^From ", re.MULTILINE)  # compat32 mangles a body line starting "From "
-_LINE_END = re.compile(r"\r\n|\r|\n")  # the generator writes every line end as the policy's
-
-
-@lru_cache(maxsize=32)  # the headers every e-mail repeats stay; a Date or Message-ID passes through
-def _folded_string(policy: Compat32, name: str, value: str) -> bytes:
-    return policy.fold_binary(name, value)
-
-
-def _folded(policy: Compat32, name: str, value: Any) -> bytes:
-    """``policy.fold_binary(name, value)``: a printable ASCII value without spaces that fits on the line is
-    written as is (what the fold gives it); other strings are folded once and remembered when they repeat
-    (Content-Type, From), the rest folded as they come (the Subject's RFC 2047 words, Date, Message-ID)."""
-    if (isinstance(value, str) and value and value.isascii() and value.isprintable() and " " not in value
-            and len(name) + 2 + len(value) <= policy.max_line_length):
-        return f"{name}: {value}{policy.linesep}".encode("ascii")
-    if isinstance(value, str):
-        return _folded_string(policy, name, value)
-    return policy.fold_binary(name, value)
-
-
-def email_bytes(message: MIMEText, cte_type: str) -> bytes:
-    """``aiosmtplib.email.flatten_message(message, cte_type=cte_type)``, byte for byte, for an
-    :func:`email_message` (one text part, its body already quoted-printable ASCII): its headers in order, a
-    blank line, the body with the compat32 generator's ``>From`` mangling and line ends."""
-    policy, body = FLATTENING[cte_type], message.get_payload()
-    if not isinstance(body, str) or not body.isascii() or message.is_multipart():
-        return flatten_message(message, cte_type=cte_type)
-    head = b"".join(_folded(policy, name, value) for name, value in message.raw_items())
-    body = _LINE_END.sub(policy.linesep, _FROM_LINE.sub(">From ", body))
-    return head + policy.linesep.encode() + body.encode("ascii", "surrogateescape")
-
-
-async def send_message(client: aiosmtplib.SMTP, message: MIMEText, sender: str | None) -> None:
-    """``client.send_message(message, sender=sender)`` (aiosmtplib 5), the message flattened by
-    :func:`email_bytes`: the same checks, SMTP commands and options, and bytes."""
-    if sender is None:
-        raise ValueError("No From header provided in message")
-    recipients = extract_recipients(message)
-    if not recipients:
-        raise ValueError("No recipient headers provided in message")
-    if client.is_ehlo_or_helo_needed:
-        try:
-            await client.ehlo()
-        except aiosmtplib.SMTPHeloError:
-            if not client.is_connected:
-                raise
-            await client.helo()
-    mail_options: list[str] = []
-    if not (sender + "".join(recipients)).isascii():
-        if not client.supports_extension("smtputf8"):
-            raise aiosmtplib.SMTPNotSupported("An address containing non-ASCII characters was provided, but "
-                                              "SMTPUTF8 is not supported by this server")
-        mail_options.append("SMTPUTF8")
-    if client.supports_extension("8BITMIME"):
-        mail_options.append("BODY=8BITMIME")
-        cte_type = "8bit"
-    else:
-        cte_type = "7bit"
-    await client.sendmail(sender, recipients, email_bytes(message, cte_type), mail_options=mail_options)
-
-
 SMTP_CONNECTIONS = 4
 """E-mails of one round go out over at most this many SMTP connections, several messages on each."""
 
@@ -202,8 +134,8 @@ async def send_emails(rows: list[Any], settings: Any) -> list[Outcome]:
                     if client is None:
                         client = _smtp_client(settings)
                         await client.connect()
-                    await send_message(client, email_message(rows[index], settings),
-                                       envelope_sender(settings.mail_from))
+                    await client.send_message(email_message(rows[index], settings),
+                                              sender=envelope_sender(settings.mail_from))
                 except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                     outcomes[index] = Outcome(False, started, datetime.now(UTC), error=f"smtp: {exc!r}"[:2000])
                     await _smtp_done(client)
