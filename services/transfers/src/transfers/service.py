@@ -94,12 +94,12 @@ def to_domain(row: Any) -> Transfer:
                     reason=row.reason, failure_code=row.failure_code)
 
 
-_LOAD = select(transfers).where(transfers.c.id == bindparam("transfer_id"))
-_LOAD_LOCKED = _LOAD.with_for_update()
+_LOAD_LOCKED = select(transfers).where(transfers.c.id == bindparam("transfer_id")).with_for_update()
 
 
-async def load(conn: AsyncConnection, transfer_id: UUID, *, lock: bool = True) -> Any:
-    return (await conn.execute(_LOAD_LOCKED if lock else _LOAD, {"transfer_id": transfer_id})).first()
+async def load(conn: AsyncConnection, transfer_id: UUID) -> Any:
+    """The transfer's row, locked FOR UPDATE for the rest of the transaction (None if there is none)."""
+    return (await conn.execute(_LOAD_LOCKED, {"transfer_id": transfer_id})).first()
 
 
 def _facts(row: Any) -> dict[str, Any]:
