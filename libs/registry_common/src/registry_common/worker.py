@@ -22,7 +22,7 @@ from prometheus_client import Gauge
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from registry_common.api import database_readiness, install_request_context
+from registry_common.api import NO_NATIVE_TELEMETRY, database_readiness, install_request_context
 from registry_common.auth import codec_from_settings
 from registry_common.clock import ProgrammeClock
 from registry_common.db import asyncpg_dsn, make_engine
@@ -146,7 +146,7 @@ class Worker:
             RETRIES.set((await conn.execute(select(func.count()).select_from(consumer_retries))).scalar_one())
 
     def health_app(self) -> FastAPI:
-        app = FastAPI(title=f"{self.definition.name} worker", openapi_url=None)
+        app = FastAPI(title=f"{self.definition.name} worker", openapi_url=None, telemetry=NO_NATIVE_TELEMETRY)
         app.state.settings = self.settings
         app.state.engine = self.engine
         app.state.clock = self.clock

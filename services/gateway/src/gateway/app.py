@@ -29,7 +29,7 @@ from gateway.routes_table import ROUTES, RouteTable
 from gateway.security import authenticate, authorize, on_registry_error
 from gateway.ui import install_ui
 from gateway.upstreams import Upstream, upstreams_from_environment
-from registry_common.api import install_request_context
+from registry_common.api import NO_NATIVE_TELEMETRY, install_request_context
 from registry_common.auth import codec_from_settings
 from registry_common.errors import RegistryError, install_error_handlers, problem_response
 from registry_common.http_transport import LeanHTTPTransport
@@ -112,7 +112,7 @@ def create_app(
             yield
 
     app = FastAPI(title=TITLE, version=VERSION, lifespan=lifespan, openapi_url=None, docs_url=None,
-                  redoc_url=None)
+                  redoc_url=None, telemetry=NO_NATIVE_TELEMETRY)
     app.state.settings = settings
     app.state.route_table = table
     install_error_handlers(app)
