@@ -203,6 +203,7 @@ async def test_a_batch_applies_each_line_or_refuses_it_in_one_transaction(ledger
     from registry_contracts.accounts import MoveUnits, MoveUnitsBatch
 
     a, c, cap = ledger_api.account("A"), ledger_api.account("C"), ledger_api.account("CAP")
+    await ledger_api.move("issuance", cap, 4, vintage=2021)  # not counting on what earlier tests left
     await ledger_api.move("allocation", a, 4, frm=cap)
     start_a, start_c = await ledger_api.total(a), await ledger_api.total(c)
     settings = settings_from_env(provisioned_services, "accounts")
@@ -236,6 +237,7 @@ async def test_a_large_batch_is_set_based_and_keeps_every_invariant(ledger_api: 
     from registry_contracts.accounts import MoveUnits, MoveUnitsBatch
 
     cap, a, b, c = (ledger_api.account(n) for n in ("CAP", "A", "B", "C"))
+    await ledger_api.move("issuance", cap, 1000, vintage=2021)  # not counting on what earlier tests left
     await ledger_api.move("issuance", cap, 500, vintage=2022)
     before = {x: await ledger_api.total(x) for x in (cap, a, b, c)}
     repeated = uuid4()
@@ -258,12 +260,26 @@ async def test_a_large_batch_is_set_based_and_keeps_every_invariant(ledger_api: 
         answer = (await conn.execute(text(
             "SELECT envelope->'payload' AS p FROM outbox WHERE envelope->>'causation_id' = :m"),
             {"m": str(context.envelope.message_id)})).one()
+        journalled = (await conn.execute(text(
+            "SELECT movement_id, to_account_id, quantity, reason, actor FROM journal "
+            "WHERE movement_id = ANY(CAST(:ids AS uuid[])) ORDER BY id"),
+            {"ids": [str(line.movement_id) for line in lines]})).all()
     await engine.dispose()
     results = answer.p["results"]
     assert [r["movement_id"] for r in results] == [str(line.movement_id) for line in lines]
     refused = [r["code"] for r in results if not r["moved"]]
     assert refused == ["ledger.duplicate_movement", "ledger.account_not_found", "ledger.receiver_kind_not_allowed",
                        "ledger.insufficient_units"]
+    # Journalled in the order of the lines, each with its destination, quantity, actor and (absent) reason.
+    moved_lines = [lines[i] for i, r in enumerate(results) if r["moved"]]
+    per_movement: dict[Any, list[Any]] = {}
+    for row in journalled:
+        per_movement.setdefault(row.movement_id, []).append(row)
+    assert list(per_movement) == [line.movement_id for line in moved_lines]
+    for moved_line in moved_lines:
+        rows = per_movement[moved_line.movement_id]
+        assert sum(r.quantity for r in rows) == moved_line.quantity
+        assert {(r.to_account_id, r.reason, r.actor) for r in rows} == {(moved_line.to_account_id, None, "authority-1")}
     moved = 300 * 3 + 5 + 7
     after = {x: await ledger_api.total(x) for x in (cap, a, b, c)}
     assert after[cap] == before[cap] - moved and after[c] == before[c]
