@@ -21,6 +21,10 @@ stopped and dropped at the end.
 If a goal is missed, the transfers and accounts workers, their APIs and the gateway are profiled with
 py-spy for 10 s under the same load: collapsed stacks, a flame graph (SVG) per process and a summary go
 to ``bench/results/transfers-profile-<time>/``.
+
+Last, the same loop with only ``LIGHT_CLIENTS`` clients for BENCH_SECONDS (no goal):
+``transfers.light_load_p50_ms`` / ``_p99_ms``, the time a transfer takes when it does not queue behind
+the others' work; under the 64 clients most of a transfer's time is that queue (Little's law: 64 / rate).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from bench.system import drop_system
 from registry_common.ports import free_port
 
 CLIENTS = 64
+LIGHT_CLIENTS = 4  # then a few clients: how long a transfer takes when it does not queue behind others
 WINDOW_FACTOR = 3  # the measurement window is 3 x BENCH_SECONDS (30 s by default)
 WARMUP_SECONDS = 5.0
 WAIT_SECONDS = 5  # each look: Prefer: wait=5 with If-None-Match (answered at the transfer's next change)
@@ -573,6 +578,30 @@ async def run(ctx: Context) -> None:
                                   f"load in {folder}/ (summary.txt, <process>.svg flame graphs, <process>.txt "
                                   "stacks)", flush=True)
                         await check_after(registry, clients)
+                    light = await light_load(gateway, clients[:LIGHT_CLIENTS], seconds / WINDOW_FACTOR)
+                    await check_after(registry, clients)
+                    record_light(ctx, light)
+
+
+async def light_load(gateway: Gateway, clients: list[Client], seconds: float) -> Measured:
+    """The same loop with only a few clients: the machine is far from busy, so a transfer's time is its own
+    path (requests, saga hops, relays) rather than its wait behind the others' work."""
+    load = Load(gateway, clients)
+    async with load.running() as tasks:
+        await window(tasks, WARMUP_SECONDS / 2)
+        start, looks_before = time.perf_counter(), load.looks
+        await window(tasks, seconds)
+        end, looks = time.perf_counter(), load.looks - looks_before
+    return measured(load.samples, start, end, looks)
+
+
+def record_light(ctx: Context, light: Measured) -> None:
+    how = (f"{LIGHT_CLIENTS} clients instead of {CLIENTS}, the same loop; {light.count:,} transfers completed in "
+           f"{light.seconds:.1f} s ({light.per_s:.1f}/s)")
+    ctx.record(Figure("transfers.light_load_p50_ms", light.p50_ms, "ms", higher_is_better=False,
+                      notes=f"median time from the POST's answer until COMPLETED is seen; {how}"))
+    ctx.record(Figure("transfers.light_load_p99_ms", light.p99_ms, "ms", higher_is_better=False,
+                      notes=f"99th percentile of the same times; {how}"))
 
 
 def record(ctx: Context, result: Measured, baseline_per_s: float, cpu_note: str, mails: int) -> None:
