@@ -766,19 +766,28 @@ _JOURNAL_BATCH = text(
     bindparam("causation_id", type_=String), bindparam("at", type_=DateTime(timezone=True)))
 
 
+_JOURNAL_BATCH_COLUMNS = ("movement_ids", "kinds", "from_account_ids", "to_account_ids", "unit_types", "vintages",
+                          "origins", "serials", "quantities", "actors", "reasons")
+_PLACE_BLOCKS_COLUMNS = ("account_ids", "unit_types", "vintages", "origins", "starts", "ends")
+
+
+def _as_arrays(names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    """Rows as one array per column, named for an ``unnest`` statement's parameters."""
+    columns = zip(*rows, strict=True) if rows else ((),) * len(names)
+    return {name: list(column) for name, column in zip(names, columns, strict=True)}
+
+
 async def _apply_batch(conn: AsyncConnection, lines: list[MoveUnits], takes_of: dict[int, list[Take]],
                        actor: Actor) -> None:
     """Shrink or delete the source blocks, then insert the moved ranges (adjacent ones for one destination
-    merged), then the journal: four statements whatever the number of lines (arrays through ``unnest``,
-    not one execution per row: a tenth of the database's work for a batch of 1,000 lines)."""
+    merged), then the journal: at most four statements whatever the number of lines (arrays through
+    ``unnest``, not one execution per row)."""
     if not takes_of:
         return
     originals: dict[int, Block] = {}
     taken_to: dict[int, int] = {}
     placed: dict[tuple[str, str, int, str], list[list[int]]] = defaultdict(list)
-    journal_columns: dict[str, list[Any]] = {name: [] for name in (
-        "movement_ids", "kinds", "from_account_ids", "to_account_ids", "unit_types", "vintages", "origins",
-        "serials", "quantities", "actors", "reasons")}
+    journal_rows: list[tuple[Any, ...]] = []
     for index, takes in takes_of.items():
         line = lines[index]
         for take in takes:
@@ -786,31 +795,23 @@ async def _apply_batch(conn: AsyncConnection, lines: list[MoveUnits], takes_of: 
             taken_to[take.block.id] = max(taken_to.get(take.block.id, 0), take.end)
             placed[(line.to_account_id, line.unit_type, take.block.vintage, take.block.origin)].append(
                 [take.start, take.end])
-        for block in moved_blocks(line.unit_type, _takes_as_ranges(takes)):
-            for name, value in (
-                    ("movement_ids", line.movement_id), ("kinds", line.kind),
-                    ("from_account_ids", line.from_account_id), ("to_account_ids", line.to_account_id),
-                    ("unit_types", block.unit_type), ("vintages", block.vintage), ("origins", block.origin),
-                    ("serials", multirange_text(block.ranges)), ("quantities", block.quantity),
-                    ("actors", line.actor), ("reasons", line.reason)):
-                journal_columns[name].append(value)
+        journal_rows.extend(
+            (line.movement_id, line.kind, line.from_account_id, line.to_account_id, block.unit_type, block.vintage,
+             block.origin, multirange_text(block.ranges), block.quantity, line.actor, line.reason)
+            for block in moved_blocks(line.unit_type, _takes_as_ranges(takes)))
     emptied = [block_id for block_id, last in taken_to.items() if last >= _block_end(originals, block_id)]
     shrunk = [(block_id, last + 1) for block_id, last in taken_to.items() if last < _block_end(originals, block_id)]
     if emptied:
         await conn.execute(delete(unit_blocks).where(unit_blocks.c.id.in_(emptied)))
     if shrunk:
-        await conn.execute(_SHRINK_BLOCKS, {"block_ids": [block_id for block_id, _ in shrunk],
-                                            "new_starts": [start for _, start in shrunk]})
-    new_blocks: dict[str, list[Any]] = {name: [] for name in (
-        "account_ids", "unit_types", "vintages", "origins", "starts", "ends")}
-    for (account_id, unit_type, vintage, origin), spans in placed.items():
-        for start, end in _merged(spans):
-            for name, value in (("account_ids", account_id), ("unit_types", unit_type), ("vintages", vintage),
-                                ("origins", origin), ("starts", start), ("ends", end)):
-                new_blocks[name].append(value)
-    await conn.execute(_PLACE_BLOCKS, new_blocks)
-    await conn.execute(_JOURNAL_BATCH, {**journal_columns, "correlation_id": actor.correlation_id,
-                                        "causation_id": actor.causation_id, "at": actor.at})
+        await conn.execute(_SHRINK_BLOCKS, _as_arrays(("block_ids", "new_starts"), shrunk))
+    new_blocks = [(account_id, unit_type, vintage, origin, start, end)
+                  for (account_id, unit_type, vintage, origin), spans in placed.items()
+                  for start, end in _merged(spans)]
+    await conn.execute(_PLACE_BLOCKS, _as_arrays(_PLACE_BLOCKS_COLUMNS, new_blocks))
+    await conn.execute(_JOURNAL_BATCH, {**_as_arrays(_JOURNAL_BATCH_COLUMNS, journal_rows),
+                                        "correlation_id": actor.correlation_id, "causation_id": actor.causation_id,
+                                        "at": actor.at})
 
 
 def _block_end(originals: dict[int, Block], block_id: int) -> int:
